@@ -1,0 +1,42 @@
+"""The model zoo: our own implementations of the source documents' networks, loading the authors' checkpoints.
+
+>>> from mobileseg import zoo
+>>> zoo.names()
+['sinet', 'extremec3net', 'sinet-cityscapes', 'c3net', 'c3netv2']
+>>> model = zoo.build("sinet", weights="sinet_portrait_eg1800.pth")   # eval mode, strict loading
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from mobileseg.zoo import c3net, c3netv2, extremec3net, sinet, sinet_cityscapes  # noqa: F401  (registration)
+from mobileseg.zoo._registry import Checkpoint, ModelSpec, Normalization, get_spec, names
+from mobileseg.zoo.checkpoint import load_checkpoint
+
+__all__ = ["build", "names", "spec", "ModelSpec", "Normalization", "Checkpoint", "official_checkpoints"]
+
+
+def spec(name: str) -> ModelSpec:
+    """The `ModelSpec` of a zoo model; raises `UnknownModelError` listing close names."""
+    return get_spec(name)
+
+
+def official_checkpoints() -> dict[str, str]:
+    """sha256 of each official checkpoint → the zoo model it belongs to."""
+    return {get_spec(n).checkpoint.sha256: n for n in names()}
+
+
+def build(name: str, weights: str | Path | None = None) -> nn.Module:
+    """Build zoo model ``name`` in eval mode, optionally loading the authors' checkpoint at ``weights``.
+
+    The model's forward takes the authors' normalised NCHW float input and returns the authors' logits.
+    Loading maps the authors' key names onto ours and is strict (`CheckpointError` names any bad key).
+    """
+    model_spec = get_spec(name)
+    model = model_spec.builder()
+    if weights is not None:
+        load_checkpoint(model, weights, model_spec.key_rules, name, official_checkpoints())
+    return model.eval()

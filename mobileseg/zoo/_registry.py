@@ -1,0 +1,105 @@
+"""The model registry: one `ModelSpec` per zoo name, registered by each family module on import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mobileseg.errors import DuplicateRegistrationError, InputSizeError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How an RGB image in [0, 1] becomes the network input: ``(x[order] − mean) / std`` per channel.
+
+    ``mean`` and ``std`` are given in the network's channel order. The authors standardise in 0..255
+    space and then divide by 255, i.e. ``(255·x − m)/s/255 = (x − m/255)/s``: so ``mean = m/255`` and
+    ``std = s`` (not divided by 255).
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str = "rgb"  # "rgb" or "bgr": the order the network was trained on
+
+    def apply(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB in [0, 1] → the network's normalised input."""
+        x = rgb01.flip(1) if self.channel_order == "bgr" else rgb01
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The authors' official checkpoint of a zoo model."""
+
+    filename: str
+    sha256: str
+    source: str  # repository @ commit : path
+    license: str = "MIT"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a user or tool needs to know about a zoo model, without building it."""
+
+    name: str
+    description: str
+    num_classes: int
+    input_size: tuple[int, int]  # default (H, W)
+    size_multiple: int  # H and W must be multiples of this
+    size_rule: str  # why, in words
+    output_stride: int  # output is (H / output_stride, W / output_stride)
+    output_kind: str  # "softmax_logits" (argmax over classes) or "sigmoid_logit" (foreground where > 0)
+    normalization: Normalization
+    params: int  # the authors' parameter count, which ours must equal
+    checkpoint: Checkpoint
+    paper: str
+    class_names: tuple[str, ...]
+    builder: Callable[[], nn.Module] = field(repr=False, compare=False)
+    key_rules: Sequence[tuple[str, str]] = field(repr=False, compare=False, default=())
+
+    @property
+    def default_input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, *self.input_size)
+
+    def output_shape(self, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int]:
+        return (batch, self.num_classes, height // self.output_stride, width // self.output_stride)
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise `InputSizeError` with the rule when (height, width) would break the network's shape round trip."""
+        if height <= 0 or width <= 0 or height % self.size_multiple or width % self.size_multiple:
+            m = self.size_multiple
+            nearest = f"{max(m, round(height / m) * m)}x{max(m, round(width / m) * m)}"
+            raise InputSizeError(
+                f"input size {height}x{width} does not fit {self.name}: height and width must be positive "
+                f"multiples of {m} ({self.size_rule}); nearest valid size: {nearest}"
+            )
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise DuplicateRegistrationError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> list[str]:
+    """Registered model names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name, names()) from None
