@@ -1,0 +1,39 @@
+# mobileseg — the two commands that must work on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The authors' checkpoints: ../shared/weights beside the clone, or any folder holding them.
+WEIGHTS_DIR ?= $(abspath ../shared/weights)
+export MOBILESEG_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (mobileseg needs CPython 3.11)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@touch $@
+
+# Exports SINet to ONNX with the authors' weights, checks parity against PyTorch, prints the table.
+demo: setup
+	$(BIN)/mobileseg models
+	@if [ -f "$(MOBILESEG_WEIGHTS_DIR)/sinet_portrait_eg1800.pth" ]; then \
+	  $(BIN)/mobileseg export sinet --target onnx --out artifacts/sinet --force; \
+	else \
+	  echo "note: official SINet weights not found in $(MOBILESEG_WEIGHTS_DIR); exporting seeded random weights"; \
+	  $(BIN)/mobileseg export sinet --target onnx --random-weights --out artifacts/sinet --force; \
+	fi
+	$(BIN)/mobileseg verify artifacts/sinet
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m mobileseg.bench.suite --out results/bench.json
+
+clean:
+	rm -rf artifacts results .pytest_cache

@@ -1,0 +1,98 @@
+"""``make bench``: the project's speed targets, measured within one run and written as JSON.
+
+SINet at 224×224, one thread: PyTorch eager vs onnxruntime on the exported ONNX (target: onnxruntime
+median ≤ 0.3× PyTorch eager). The two runtimes are measured in interleaved rounds so that machine
+noise affects both alike; the ratio of medians is the figure of merit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mobileseg.bench.latency import summarize
+
+
+def _interleaved(runs: dict[str, callable], rounds: int, per_round: int, warmup: int) -> dict:
+    import time
+
+    first = {}
+    for name, run in runs.items():
+        start = time.perf_counter_ns()
+        run()
+        first[name] = (time.perf_counter_ns() - start) / 1e6
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            for _ in range(per_round):
+                start = time.perf_counter_ns()
+                run()
+                samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: summarize(samples[name], first[name]) for name in runs}
+
+
+def bench_sinet_onnx_vs_torch(weights_dir: str | None, rounds: int = 10, per_round: int = 20) -> dict:
+    from mobileseg.export.pipeline import ExportRequest, export_model
+    from mobileseg.runtimes import get_runtime
+    from mobileseg.runtimes.torch_runtime import TorchRuntime
+    from mobileseg.verify.parity import parity_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        request = ExportRequest("sinet", targets=["onnx"], out=Path(tmp) / "sinet", random_weights=weights_dir is None)
+        if weights_dir:
+            os.environ["MOBILESEG_WEIGHTS_DIR"] = weights_dir
+        result = export_model(request)
+        from mobileseg.export.pipeline import build_reference, resolve_weights
+
+        reference = build_reference(result.recipe, resolve_weights(result.recipe, None, weights_dir is None))
+        image = parity_inputs(result.recipe)[0].array
+        torch_session = TorchRuntime().from_module(reference, ["image"], ["logits"], threads=1)
+        ort_session = get_runtime("onnxruntime").load(result.folder / "model.onnx", threads=1)
+        stats = _interleaved(
+            {"torch_eager": lambda: torch_session.run({"image": image}), "onnxruntime": lambda: ort_session.run({"image": image})},
+            rounds, per_round, warmup=10,
+        )  # fmt: skip
+    ratio = stats["onnxruntime"].median / stats["torch_eager"].median
+    return {
+        "benchmark": "sinet_224_onnxruntime_vs_torch_eager",
+        "input": [1, 3, 224, 224],
+        "threads": 1,
+        "protocol": {"rounds": rounds, "per_round": per_round, "warmup": 10, "interleaved": True},
+        "torch_eager_ms": stats["torch_eager"].to_dict(with_samples=False),
+        "onnxruntime_ms": stats["onnxruntime"].to_dict(with_samples=False),
+        "ratio_median": ratio,
+        "target_ratio": 0.3,
+        "meets_target": ratio <= 0.3,
+        "onnxruntime_load_s": ort_session.info.load_seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/bench.json")
+    parser.add_argument("--weights-dir", default=os.environ.get("MOBILESEG_WEIGHTS_DIR"))
+    args = parser.parse_args(argv)
+    results = {
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "benchmarks": [bench_sinet_onnx_vs_torch(args.weights_dir)],
+    }  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for b in results["benchmarks"]:
+        print(f"{b['benchmark']}: torch eager median {b['torch_eager_ms']['median']:.2f} ms, onnxruntime median "
+              f"{b['onnxruntime_ms']['median']:.2f} ms, ratio {b['ratio_median']:.3f} (target <= {b['target_ratio']}) "
+              f"{'OK' if b['meets_target'] else 'MISSED'}")  # fmt: skip
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

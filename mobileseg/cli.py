@@ -1,0 +1,170 @@
+"""The ``mobileseg`` command line: parse, call the library, render with rich. Nothing imports this module.
+
+Exit codes: 0 success; 1 a parity check failed; 2 a user error (one red line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mobileseg.errors import MobilesegError
+
+app = typer.Typer(
+    name="mobileseg",
+    help="Efficient segmentation networks from PyTorch to on-device runtimes, with proof of parity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+# Piped output (CI logs) gets wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not HxW (e.g. 224x224)") from None
+    if height <= 0 or width <= 0:
+        raise typer.BadParameter(f"{value!r}: height and width must be positive")
+    return height, width
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from mobileseg import __version__
+
+        out.print(f"mobileseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """mobileseg: export SINet, ExtremeC3Net and C3 networks to ONNX and prove they compute the same thing."""
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """List the zoo: parameters, MACs at the default input, input size, classes."""
+    from mobileseg import zoo
+    from mobileseg.zoo.macs import count_macs
+
+    rows = []
+    for name in zoo.names():
+        spec = zoo.spec(name)
+        macs = count_macs(zoo.build(name), spec.default_input_shape)
+        rows.append({
+            "name": name, "params": spec.params, "gmacs": round(macs / 1e9, 4),
+            "input": "x".join(map(str, spec.default_input_shape)), "size_multiple": spec.size_multiple,
+            "classes": spec.num_classes, "output": spec.output_kind, "description": spec.description,
+        })  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="mobileseg zoo (MACs: Conv/ConvTranspose/Linear multiply-accumulates, as the dissertation)")
+    for column in ("model", "params", "GMACs", "input (NCHW)", "multiple of", "classes", "output"):
+        table.add_column(column, justify="right" if column in ("params", "GMACs", "classes", "multiple of") else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(r["name"], f"{r['params']:,}", f"{r['gmacs']:.4f}", r["input"], str(r["size_multiple"]),
+                      str(r["classes"]), r["output"])  # fmt: skip
+    out.print(table)
+
+
+def render_report(report, title: str) -> None:
+    from mobileseg.verify.report import HEADERS, report_rows
+
+    table = Table(title=title)
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in HEADERS[:4] else "right", no_wrap=header != "status")
+    for row in report_rows(report):
+        style = "green" if row[3] == "PASS" else ("yellow" if row[3].startswith("SKIPPED") else "red")
+        table.add_row(*row[:3], f"[{style}]{row[3]}[/{style}]", *row[4:])
+    out.print(table)
+    out.print(f"inputs: {', '.join(report.inputs)}; worst value over inputs; reference: PyTorch eager fp32")
+    for result in report.results:
+        if result.status == "fail":
+            out.print(f"[red]FAIL[/red] {result.target} {result.precision} on {result.runtime}: {result.reason}")
+    out.print("[bold green]parity: PASS[/bold green]" if report.passed else "[bold red]parity: FAIL[/bold red]")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Zoo model name (see `mobileseg models`).")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="Target: onnx (repeatable); default: the recipe's.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="The authors' checkpoint (.pth). Default: $MOBILESEG_WEIGHTS_DIR/<official file>.")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Export with seeded random weights (structure only).")] = False,
+    input_size: Annotated[Optional[str], typer.Option("--input-size", help="HxW, e.g. 224x224.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="rgb01 | uint8 | normalized.")] = None,
+    dynamic_batch: Annotated[Optional[bool], typer.Option("--dynamic-batch/--static-batch", help="Dynamic batch axis.")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (11-21; default 17).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="A recipe YAML instead of export_recipes/<model>.yaml.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Artifact folder (default artifacts/<model>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact folder.")] = False,
+) -> None:
+    """Export a zoo model, check parity against PyTorch, and write an artifact folder."""
+    from mobileseg.export.pipeline import ExportRequest, export_model
+
+    try:
+        request = ExportRequest(
+            model=model, targets=target or None, weights=weights, random_weights=random_weights,
+            input_size=parse_size(input_size), input_format=input_format, dynamic_batch=dynamic_batch,
+            opset=opset, out=out_dir, force=force, recipe=recipe,
+        )  # fmt: skip
+        with err.status(f"exporting {model}") as status:
+            result = export_model(request, progress=lambda msg: status.update(msg))
+    except typer.BadParameter:
+        raise
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    render_report(result.report, f"{model} → {result.folder}")
+    out.print(f"artifact: {result.folder} (manifest.json, parity.json, parity.md)")
+    if not result.report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="An artifact folder written by `mobileseg export`.")],
+    weights: Annotated[Optional[Path], typer.Option(help="The checkpoint, if it moved since export (same sha256).")] = None,
+    runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="Only these runtimes (repeatable).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the parity report as JSON here.")] = None,
+) -> None:
+    """Re-check an artifact folder against PyTorch; exit 0 on pass, 1 on failure (a CI gate)."""
+    from mobileseg.verify.artifact import verify_artifact
+    from mobileseg.verify.parity import get_runtime_names
+
+    try:
+        with err.status(f"verifying {artifact}"):
+            result = verify_artifact(artifact, weights=weights, runtimes=get_runtime_names(runtime or None))
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    render_report(result, f"parity of {artifact}")
+    if report:
+        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

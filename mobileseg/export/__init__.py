@@ -1,0 +1,1 @@
+"""Export targets (one module each) and the recipe-driven pipeline (`pipeline.export_model`)."""

@@ -1,0 +1,127 @@
+"""PyTorch → ONNX: trace, simplify with onnxsim, name inputs/outputs, stamp metadata.
+
+Exporter and opset, chosen from the evidence in docs/dependencies.md:
+
+* the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``): on these networks it matches
+  the dynamo exporter to 1e-7, exports 5–10× faster (0.5 s vs 2–5 s) and gives byte-identical files on
+  re-export; the dynamo exporter can be chosen with ``exporter="dynamo"``.
+* opset 17 by default: the widest runtime support (onnxruntime mobile, onnx2tf, TensorRT 8.5+) with
+  every op these networks need; the dynamo exporter cannot write below 18, and onnxsim 0.4.36 rejects
+  the IR version that opset 23 brings, so ``opset`` is limited to 11–21.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobileseg.errors import ExportError
+
+DEFAULT_OPSET = 17
+OPSET_RANGE = (11, 21)
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    opset: int = DEFAULT_OPSET
+    exporter: str = "torchscript"  # or "dynamo"
+    simplify: bool = True
+    dynamic_batch: bool = False
+    input_name: str = "image"
+    output_name: str = "logits"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OnnxExportInfo:
+    path: Path
+    opset: int
+    exporter: str
+    simplified: bool
+    nodes_before: int
+    nodes_after: int
+    op_counts: dict[str, int]
+
+
+def export_onnx(
+    module: nn.Module, example: torch.Tensor, path: Path, options: OnnxOptions, metadata: dict[str, str] | None = None
+) -> OnnxExportInfo:
+    """Export ``module`` traced on ``example`` to ``path`` (a file that must not be the final artifact path
+    of a live folder: callers write into a temporary folder and rename)."""
+    import onnx
+
+    if not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
+        raise ExportError(f"ONNX opset {options.opset} is not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
+    if options.exporter not in ("torchscript", "dynamo"):
+        raise ExportError(f"unknown ONNX exporter {options.exporter!r}; choose torchscript or dynamo")
+    dynamic_axes = None
+    if options.dynamic_batch:
+        dynamic_axes = {options.input_name: {0: "batch"}, options.output_name: {0: "batch"}}
+    raw_path = path.with_suffix(".raw.onnx")
+    try:
+        with warnings.catch_warnings():
+            # Expected here: the legacy-exporter deprecation notice and tracer warnings about shapes
+            # recorded as constants (our exports are static by design).
+            warnings.simplefilter("ignore")
+            kwargs = {"dynamo": options.exporter == "dynamo"}
+            if options.exporter == "dynamo" and options.dynamic_batch:
+                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+            elif dynamic_axes:
+                kwargs["dynamic_axes"] = dynamic_axes
+            torch.onnx.export(
+                module.eval(),
+                (example,),
+                str(raw_path),
+                opset_version=options.opset,
+                input_names=[options.input_name],
+                output_names=[options.output_name],
+                do_constant_folding=True,
+                **kwargs,
+            )
+        model = onnx.load(str(raw_path))
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from exc
+    finally:
+        raw_path.unlink(missing_ok=True)
+        Path(str(raw_path) + ".data").unlink(missing_ok=True)
+
+    nodes_before = len(model.graph.node)
+    if options.simplify:
+        import onnxsim
+
+        try:
+            simplified, ok = onnxsim.simplify(model)
+        except Exception as exc:
+            raise ExportError(f"onnxsim failed: {str(exc).strip().splitlines()[0]}") from exc
+        if not ok:
+            raise ExportError("onnxsim could not validate the simplified model")
+        model = simplified
+
+    model.producer_name = "mobileseg"
+    from mobileseg import __version__
+
+    model.producer_version = __version__
+    del model.metadata_props[:]
+    for key, value in sorted((metadata or {}).items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return OnnxExportInfo(
+        path=path,
+        opset=options.opset,
+        exporter=options.exporter,
+        simplified=options.simplify,
+        nodes_before=nodes_before,
+        nodes_after=len(model.graph.node),
+        op_counts=dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
+    )

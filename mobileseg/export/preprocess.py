@@ -1,0 +1,44 @@
+"""Baking the input preprocessing into the exported graph.
+
+``rgb01``       float32 RGB in [0, 1], NCHW: the graph applies the model's normalisation (and channel order).
+``uint8``       uint8 RGB 0..255, NCHW: the graph casts, divides by 255, then normalises.
+``normalized``  the authors' normalised float input, passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobileseg.zoo import Normalization
+
+INPUT_DTYPES = {"rgb01": "float32", "uint8": "uint8", "normalized": "float32"}
+
+
+class WithPreprocessing(nn.Module):
+    """Wraps a zoo model so that it takes ``input_format`` input; outputs are unchanged logits."""
+
+    def __init__(self, model: nn.Module, normalization: Normalization, input_format: str):
+        super().__init__()
+        self.model = model
+        self.input_format = input_format
+        order = [2, 1, 0] if normalization.channel_order == "bgr" else [0, 1, 2]
+        self.register_buffer("channel_order", torch.tensor(order), persistent=False)
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
+        self.reorder = normalization.channel_order == "bgr"
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.input_format == "normalized":
+            return self.model(image)
+        x = image.float() / 255.0 if self.input_format == "uint8" else image
+        if self.reorder:
+            x = x.index_select(1, self.channel_order)
+        return self.model((x - self.mean) / self.std)
+
+
+def example_input(input_format: str, batch: int, height: int, width: int) -> torch.Tensor:
+    """A tracing example of the right dtype and shape (values do not matter for a static trace)."""
+    if input_format == "uint8":
+        return torch.full((batch, 3, height, width), 128, dtype=torch.uint8)
+    return torch.full((batch, 3, height, width), 0.5)

@@ -1,0 +1,53 @@
+"""PyTorch eager: the reference every export is compared with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileseg.runtimes.base import Runtime, Session, SessionInfo
+
+
+class TorchSession(Session):
+    def __init__(self, module: nn.Module, input_names: list[str], output_names: list[str], threads: int | None):
+        self.module = module.eval()
+        self.input_names = input_names
+        self.output_names = output_names
+        self.threads = threads
+        self.info = SessionInfo("torch", torch.__version__, "<in-memory module>", 0.0, threads)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in self.input_names]
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                outputs = self.module(*args)
+        finally:
+            torch.set_num_threads(previous)
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: out.numpy() for name, out in zip(self.output_names, outputs)}
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+    target = "torch"
+    package = "torch"
+
+    def load(self, path: Path, threads: int | None = 1) -> Session:
+        raise NotImplementedError("the PyTorch reference runs an in-memory module; use TorchRuntime.from_module")
+
+    def from_module(
+        self, module: nn.Module, input_names: list[str], output_names: list[str], threads: int | None = 1
+    ) -> TorchSession:
+        start = time.perf_counter()
+        session = TorchSession(module, input_names, output_names, threads)
+        session.info.load_seconds = time.perf_counter() - start
+        return session

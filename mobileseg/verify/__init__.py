@@ -1,0 +1,1 @@
+"""Parity metrics, parity runs and reports (`metrics`, `parity`, `report`, `artifact`)."""

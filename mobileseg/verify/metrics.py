@@ -1,0 +1,103 @@
+"""Parity metrics between a reference output (PyTorch) and a candidate output (an exported model).
+
+All metrics are computed in float64 over the whole tensor:
+
+* ``max_abs``    max |ref − out|
+* ``max_rel``    max |ref − out| / max |ref|  (relative to the reference's largest magnitude, so it stays
+  meaningful when trained logits reach 1e7 on unrealistic inputs)
+* ``mean_abs``   mean |ref − out|
+* ``cosine``     cosine similarity of the flattened tensors
+* ``psnr_db``    20·log10(max |ref|) − 10·log10(MSE); ``inf`` when identical
+* segmentation outputs only: ``argmax_agreement`` (fraction of pixels whose label agrees) and ``miou``
+  (mean over classes present in either label map of |A∩B| / |A∪B|). Labels are the argmax over
+  classes for ``softmax_logits`` and ``logit > 0`` for a single ``sigmoid_logit`` channel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+METRIC_NAMES = ("max_abs", "max_rel", "mean_abs", "cosine", "psnr_db", "argmax_agreement", "miou")
+
+# tolerance key → (metric, comparison); "max_*" bound from above, "min_*" from below
+TOLERANCE_KEYS = {
+    "max_abs": ("max_abs", "<="),
+    "max_rel": ("max_rel", "<="),
+    "mean_abs": ("mean_abs", "<="),
+    "min_cosine": ("cosine", ">="),
+    "min_psnr_db": ("psnr_db", ">="),
+    "min_argmax_agreement": ("argmax_agreement", ">="),
+    "min_miou": ("miou", ">="),
+}
+
+
+def labels(output: np.ndarray, kind: str) -> np.ndarray:
+    """(N, C, H, W) logits → (N, H, W) integer labels."""
+    if kind == "sigmoid_logit" or output.shape[1] == 1:
+        return (output[:, 0] > 0).astype(np.int64)
+    return output.argmax(axis=1)
+
+
+def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ious = []
+    for c in np.union1d(np.unique(a), np.unique(b)):
+        in_a, in_b = a == c, b == c
+        ious.append(np.logical_and(in_a, in_b).sum() / np.logical_or(in_a, in_b).sum())
+    return float(np.mean(ious))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, kind: str | None = None) -> dict[str, float]:
+    """All metrics of ``candidate`` against ``reference``; ``kind`` enables the segmentation metrics."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shape {candidate.shape} differs from the reference's {reference.shape}")
+    ref = reference.astype(np.float64)
+    out = candidate.astype(np.float64)
+    finite = bool(np.isfinite(out).all())
+    diff = np.abs(ref - out) if finite else np.full_like(ref, np.inf)
+    peak = float(np.abs(ref).max())
+    mse = float(np.mean(diff**2)) if finite else math.inf
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(out)) if finite else 0.0
+    metrics = {
+        "max_abs": float(diff.max()),
+        "max_rel": float(diff.max() / peak) if peak > 0 else float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "cosine": float(np.dot(ref.ravel(), out.ravel()) / norms) if norms > 0 else float(finite and peak == 0),
+        "psnr_db": math.inf if mse == 0 else (20 * math.log10(peak) - 10 * math.log10(mse) if finite and peak > 0 else -math.inf),
+    }
+    if kind is not None:
+        if finite:
+            ref_labels, out_labels = labels(reference, kind), labels(candidate, kind)
+            metrics["argmax_agreement"] = float(np.mean(ref_labels == out_labels))
+            metrics["miou"] = mean_iou(ref_labels, out_labels)
+        else:
+            metrics["argmax_agreement"] = 0.0
+            metrics["miou"] = 0.0
+    return metrics
+
+
+def check(metrics: dict[str, float], tolerance: dict[str, float]) -> list[str]:
+    """Names of the tolerance bounds that ``metrics`` violate (empty when it passes)."""
+    failures = []
+    for key, bound in tolerance.items():
+        metric, op = TOLERANCE_KEYS[key]
+        value = metrics.get(metric)
+        if value is None:
+            continue
+        ok = value <= bound if op == "<=" else value >= bound
+        if not ok or (isinstance(value, float) and math.isnan(value)):
+            failures.append(f"{metric} {fmt(value)} {'>' if op == '<=' else '<'} {fmt(bound)}")
+    return failures
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if math.isnan(value):
+        return "nan"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        return f"{value:.2e}"
+    return f"{value:.6g}" if abs(value) < 1 else f"{value:.2f}"

@@ -1,0 +1,131 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from mobileseg import zoo
+from mobileseg.errors import ArtifactError, CheckpointError, InputSizeError, RecipeError
+from mobileseg.export.artifact import check_hashes, read_manifest
+from mobileseg.export.pipeline import ExportRequest, export_model
+from mobileseg.runtimes import get_runtime
+from mobileseg.verify.artifact import verify_artifact
+from mobileseg.zoo.checkpoint import sha256_file
+
+from conftest import TEST_SIZES, official_weights
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_onnx_parity_with_official_weights(name, tmp_path):
+    official_weights(name)
+    result = export_model(ExportRequest(name, out=tmp_path / name, input_size=TEST_SIZES[name]))
+    assert result.report.passed, result.report.to_dict()
+    [ort] = [r for r in result.report.results if r.runtime == "onnxruntime"]
+    assert ort.status == "pass"
+    labels = [c["input"] for c in ort.cases]
+    assert any(label.startswith("photo:") for label in labels) and any(label.startswith("random:") for label in labels)
+    worst = ort.worst()
+    assert worst["max_rel"] <= 5e-5 and worst["cosine"] >= 0.99999 and worst["argmax_agreement"] >= 0.999
+    manifest = result.manifest
+    assert manifest["model"]["weights"]["official"] is True
+    assert manifest["artifacts"][0]["opset"] == 17
+    assert manifest["outputs"][0]["shape"] == list(zoo.spec(name).output_shape(*TEST_SIZES[name]))
+
+
+def test_artifact_folder_contents_and_hashes(tmp_path):
+    result = export_model(ExportRequest("sinet", out=tmp_path / "a"))
+    folder = result.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "parity.json", "parity.md"]
+    manifest = read_manifest(folder)
+    assert set(manifest["files"]) == {"model.onnx", "parity.json", "parity.md"}
+    for name, digest in manifest["files"].items():
+        assert sha256_file(folder / name) == digest
+    for package in ("torch", "onnx", "onnxruntime", "onnxsim", "mobileseg"):
+        assert manifest["versions"][package]
+    assert manifest["inputs"][0] == {**manifest["inputs"][0], "name": "image", "shape": [1, 3, 224, 224], "dtype": "float32", "format": "rgb01"}
+    assert manifest["recipe"]["input"]["normalization"]["channel_order"] == "bgr"
+    assert manifest["seed"] == 0
+    model = onnx.load(str(folder / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    assert {p.key for p in model.metadata_props} >= {"mobileseg.model", "mobileseg.normalization"}
+    # tampering is detected
+    (folder / "parity.md").write_text("edited")
+    assert check_hashes(folder, manifest) == ["parity.md changed since export (sha256 mismatch)"]
+
+
+def test_reexport_is_byte_identical(tmp_path):
+    first = export_model(ExportRequest("extremec3net", out=tmp_path / "one"))
+    second = export_model(ExportRequest("extremec3net", out=tmp_path / "two"))
+    assert (first.folder / "model.onnx").read_bytes() == (second.folder / "model.onnx").read_bytes()
+    assert first.manifest["files"]["model.onnx"] == second.manifest["files"]["model.onnx"]
+
+
+@pytest.mark.parametrize("input_format", ["uint8", "normalized"])
+def test_input_formats_bake_preprocessing(input_format, tmp_path):
+    result = export_model(ExportRequest("sinet", out=tmp_path / input_format, input_format=input_format))
+    assert result.report.passed
+    model = onnx.load(str(result.folder / "model.onnx"))
+    elem_type = model.graph.input[0].type.tensor_type.elem_type
+    assert elem_type == (onnx.TensorProto.UINT8 if input_format == "uint8" else onnx.TensorProto.FLOAT)
+    assert result.manifest["inputs"][0]["normalization_in_graph"] is (input_format != "normalized")
+
+
+def test_dynamic_batch_runs_any_batch(tmp_path):
+    result = export_model(ExportRequest("sinet", out=tmp_path / "dyn", dynamic_batch=True))
+    assert result.report.passed
+    session = get_runtime("onnxruntime").load(result.folder / "model.onnx")
+    for batch in (1, 3):
+        out = session.run({"image": np.random.default_rng(batch).random((batch, 3, 224, 224), dtype=np.float32)})
+        assert out["logits"].shape == (batch, 2, 224, 224)
+    assert result.manifest["inputs"][0]["shape"][0] == "batch"
+
+
+def test_existing_folder_needs_force_and_is_left_untouched(tmp_path):
+    out = tmp_path / "sinet"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(ArtifactError, match="already exists; pass --force"):
+        export_model(ExportRequest("sinet", out=out))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    result = export_model(ExportRequest("sinet", out=out, force=True))
+    assert not (result.folder / "keep.txt").exists() and (result.folder / "model.onnx").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["sinet"]  # no temporary folders left
+
+
+@pytest.mark.parametrize(
+    "request_kwargs,error",
+    [
+        ({"input_size": (225, 224)}, InputSizeError),
+        ({"weights": "WRONG"}, CheckpointError),
+        ({"targets": ["tensorrt"]}, RecipeError),
+        ({"input_format": "bgr255"}, RecipeError),
+        ({"opset": 9}, Exception),
+    ],
+)
+def test_bad_requests_leave_nothing_behind(request_kwargs, error, tmp_path):
+    if request_kwargs.get("weights") == "WRONG":
+        request_kwargs = {"weights": official_weights("c3net")}
+    with pytest.raises(error):
+        export_model(ExportRequest("sinet", out=tmp_path / "out", **request_kwargs))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOBILESEG_WEIGHTS_DIR")
+    with pytest.raises(CheckpointError, match="--weights PATH.*sinet_portrait_eg1800.pth.*--random-weights"):
+        export_model(ExportRequest("sinet", out=tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_detects_a_wrong_model(tmp_path):
+    good = export_model(ExportRequest("sinet", out=tmp_path / "good")).folder
+    other = export_model(ExportRequest("sinet", out=tmp_path / "other", random_weights=True)).folder
+    assert verify_artifact(good).passed
+    # Swap in a model exported from other weights and re-hash: integrity passes, parity must fail.
+    shutil.copy(other / "model.onnx", good / "model.onnx")
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = sha256_file(good / "model.onnx")
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_artifact(good)
+    assert not report.passed and report.results[0].status == "fail"

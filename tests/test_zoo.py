@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from mobileseg import zoo
+from mobileseg.errors import InputSizeError, UnknownModelError
+from mobileseg.images import photo, resize_rgb01
+from mobileseg.zoo.macs import count_macs, count_params
+
+from conftest import TEST_SIZES, official_weights
+
+AUTHORS_PARAMS = {"sinet": 86_910, "extremec3net": 37_738, "sinet-cityscapes": 119_418, "c3net": 191_614, "c3netv2": 187_378}
+
+
+def test_registry_lists_the_five_networks():
+    assert zoo.names() == ["sinet", "extremec3net", "sinet-cityscapes", "c3net", "c3netv2"]
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_parameter_count_equals_the_authors(name):
+    assert count_params(zoo.build(name)) == AUTHORS_PARAMS[name] == zoo.spec(name).params
+
+
+def test_sinet_macs_match_the_dissertation():
+    # Table 4.7: 0.064 GFLOPs (multiply-accumulates) at 224x224
+    assert count_macs(zoo.build("sinet"), (1, 3, 224, 224)) / 1e9 == pytest.approx(0.0639, abs=5e-4)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_forward_shape_follows_the_spec(name):
+    spec = zoo.spec(name)
+    h, w = TEST_SIZES[name]
+    with torch.no_grad():
+        y = zoo.build(name)(torch.rand(2, 3, h, w))
+    assert tuple(y.shape) == spec.output_shape(h, w, batch=2)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError, match="did you mean 'sinet'|Did you mean 'sinet'"):
+        zoo.build("sinett")
+
+
+@pytest.mark.parametrize("name,size", [("sinet", (225, 224)), ("sinet", (200, 200)), ("sinet-cityscapes", (512, 1000)), ("c3net", (0, 8))])
+def test_bad_input_size_is_rejected_with_the_rule(name, size):
+    with pytest.raises(InputSizeError, match="multiples of"):
+        zoo.spec(name).check_input_size(*size)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_official_checkpoint_loads_strictly(name):
+    model = zoo.build(name, official_weights(name))
+    assert not model.training
+    assert torch.isfinite(next(model.parameters())).all()
+
+
+def _astronaut_mask(name: str) -> np.ndarray:
+    spec = zoo.spec(name)
+    model = zoo.build(name, official_weights(name))
+    x = torch.from_numpy(resize_rgb01(photo("astronaut"), 224, 224).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        logits = model(spec.normalization.apply(x))
+    if spec.output_kind == "sigmoid_logit":
+        return (logits[0, 0] > 0).numpy()
+    return (logits[0].argmax(0) == spec.class_names.index("person")).numpy()
+
+
+@pytest.mark.parametrize("name", ["sinet", "extremec3net"])
+def test_portrait_models_segment_the_astronaut_as_foreground(name):
+    mask = _astronaut_mask(name)
+    face = mask[20:60, 80:116]  # her face and hair at 224x224
+    torso = mask[130:200, 24:120]  # her suit
+    background = mask[0:60, 150:224]  # the wall and the shuttle model at the top right
+    assert face.mean() > 0.97
+    assert torso.mean() > 0.97
+    assert background.mean() < 0.02
+    assert 0.3 < mask.mean() < 0.65
+
+
+def test_channel_order_matters_and_follows_the_authors():
+    spec = zoo.spec("sinet")
+    assert spec.normalization.channel_order == "bgr"
+    x = torch.rand(1, 3, 8, 8)
+    flipped = zoo.Normalization(spec.normalization.mean, spec.normalization.std, "rgb").apply(x.flip(1))
+    assert torch.allclose(spec.normalization.apply(x), flipped)
