@@ -55,8 +55,14 @@ def staging_folder(out: Path, force: bool) -> Iterator[Path]:
         if out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(retired / out.name)
-            staging.rename(out)
-            shutil.rmtree(retired, ignore_errors=True)
+            try:
+                staging.rename(out)
+            except OSError:
+                (retired / out.name).rename(out)  # put the previous artifact back
+                raise
+            finally:
+                if out.exists():  # else the previous artifact could not be restored: keep it in `retired`
+                    shutil.rmtree(retired, ignore_errors=True)
         else:
             staging.rename(out)
     finally:

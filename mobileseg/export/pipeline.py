@@ -13,7 +13,7 @@ from torch import nn
 
 from mobileseg import zoo
 from mobileseg.errors import CheckpointError, RecipeError
-from mobileseg.export.artifact import staging_folder, tool_versions, write_json, write_manifest
+from mobileseg.export.artifact import check_destination, staging_folder, tool_versions, write_json, write_manifest
 from mobileseg.export.onnx import OnnxOptions, export_onnx
 from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input
 from mobileseg.recipes import KNOWN_TARGETS, Recipe, load_recipe, validate
@@ -124,6 +124,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     spec = zoo.spec(recipe.model)
     spec.check_input_size(*recipe.input_size)
     out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
+    check_destination(out, request.force)
     weights = resolve_weights(recipe, request.weights, request.random_weights)
 
     say(f"building {recipe.model}")

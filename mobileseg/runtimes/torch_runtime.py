@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileseg.errors import RuntimeUnavailableError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 
 
@@ -42,7 +43,9 @@ class TorchRuntime(Runtime):
     package = "torch"
 
     def load(self, path: Path, threads: int | None = 1) -> Session:
-        raise NotImplementedError("the PyTorch reference runs an in-memory module; use TorchRuntime.from_module")
+        raise RuntimeUnavailableError(
+            f"the torch runtime runs the in-memory reference model, not a file ({path}); use TorchRuntime.from_module"
+        )
 
     def from_module(
         self, module: nn.Module, input_names: list[str], output_names: list[str], threads: int | None = 1
