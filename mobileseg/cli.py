@@ -129,8 +129,6 @@ def export(
         )  # fmt: skip
         with err.status(f"exporting {model}") as status:
             result = export_model(request, progress=lambda msg: status.update(msg))
-    except typer.BadParameter:
-        raise
     except MobilesegError as exc:
         raise fail(str(exc)) from None
     render_report(result.report, f"{model} → {result.folder}")

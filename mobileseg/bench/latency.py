@@ -48,21 +48,24 @@ def summarize(samples_ms: list[float], first_ms: float) -> LatencyStats:
     )  # fmt: skip
 
 
+def time_ms(run: Callable[[], object]) -> float:
+    """Wall time of one ``run()`` in milliseconds (monotonic clock, only the call itself)."""
+    start = time.perf_counter_ns()
+    run()
+    return (time.perf_counter_ns() - start) / 1e6
+
+
 def measure(run: Callable[[], object], iterations: int, warmup: int = 5, wait_s: float = 0.0) -> LatencyStats:
     """Time ``run()``: one first run, ``warmup`` untimed runs, then ``iterations`` timed runs
     separated by ``wait_s`` seconds of sleep (outside the timed region)."""
     if iterations < 1:
         raise ValueError("iterations must be >= 1")
-    start = time.perf_counter_ns()
-    run()
-    first_ms = (time.perf_counter_ns() - start) / 1e6
+    first_ms = time_ms(run)
     for _ in range(warmup):
         run()
     samples = []
     for i in range(iterations):
         if wait_s and i:
             time.sleep(wait_s)
-        start = time.perf_counter_ns()
-        run()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
+        samples.append(time_ms(run))
     return summarize(samples, first_ms)

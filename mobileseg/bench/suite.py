@@ -12,49 +12,39 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from mobileseg.bench.latency import summarize
+from mobileseg.bench.latency import summarize, time_ms
 
 
-def _interleaved(runs: dict[str, callable], rounds: int, per_round: int, warmup: int) -> dict:
-    import time
-
+def _interleaved(runs: dict[str, Callable[[], object]], rounds: int, per_round: int, warmup: int) -> dict:
+    """Measure several callables in alternating rounds so that machine noise affects them alike."""
     first = {}
     for name, run in runs.items():
-        start = time.perf_counter_ns()
-        run()
-        first[name] = (time.perf_counter_ns() - start) / 1e6
+        first[name] = time_ms(run)
         for _ in range(warmup):
             run()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
-            for _ in range(per_round):
-                start = time.perf_counter_ns()
-                run()
-                samples[name].append((time.perf_counter_ns() - start) / 1e6)
+            samples[name].extend(time_ms(run) for _ in range(per_round))
     return {name: summarize(samples[name], first[name]) for name in runs}
 
 
 def bench_sinet_onnx_vs_torch(weights_dir: str | None, rounds: int = 10, per_round: int = 20) -> dict:
+    from mobileseg import zoo
     from mobileseg.export.pipeline import ExportRequest, export_model
     from mobileseg.runtimes import get_runtime
     from mobileseg.runtimes.torch_runtime import TorchRuntime
     from mobileseg.verify.parity import parity_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        request = ExportRequest("sinet", targets=["onnx"], out=Path(tmp) / "sinet", random_weights=weights_dir is None)
-        if weights_dir:
-            os.environ["MOBILESEG_WEIGHTS_DIR"] = weights_dir
+        weights = Path(weights_dir) / zoo.spec("sinet").checkpoint.filename if weights_dir else None
+        request = ExportRequest("sinet", targets=["onnx"], out=Path(tmp) / "sinet", weights=weights, random_weights=weights is None)
         result = export_model(request)
-        from mobileseg.export.pipeline import build_reference, resolve_weights
-
-        reference = build_reference(result.recipe, resolve_weights(result.recipe, None, weights_dir is None))
         image = parity_inputs(result.recipe)[0].array
-        torch_session = TorchRuntime().from_module(reference, ["image"], ["logits"], threads=1)
+        torch_session = TorchRuntime().from_module(result.reference, ["image"], ["logits"], threads=1)
         ort_session = get_runtime("onnxruntime").load(result.folder / "model.onnx", threads=1)
         stats = _interleaved(
             {"torch_eager": lambda: torch_session.run({"image": image}), "onnxruntime": lambda: ort_session.run({"image": image})},

@@ -86,8 +86,6 @@ def export_onnx(
                 **kwargs,
             )
         model = onnx.load(str(raw_path))
-    except ExportError:
-        raise
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from exc
     finally:

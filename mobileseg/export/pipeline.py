@@ -49,6 +49,7 @@ class ExportResult:
     manifest: dict
     report: ParityReport
     recipe: Recipe = field(repr=False)
+    reference: nn.Module = field(repr=False)  # the wrapped PyTorch model the parity was checked against
 
 
 def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool) -> Path | None:
@@ -166,7 +167,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "seed": recipe.seed,
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip
-    return ExportResult(out, manifest, report, recipe)
+    return ExportResult(out, manifest, report, recipe, reference)
 
 
 def _onnx_metadata(recipe: Recipe) -> dict[str, str]:
