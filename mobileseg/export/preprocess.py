@@ -3,6 +3,8 @@
 ``rgb01``       float32 RGB in [0, 1], NCHW: the graph applies the model's normalisation (and channel order).
 ``uint8``       uint8 RGB 0..255, NCHW: the graph casts, divides by 255, then normalises.
 ``normalized``  the authors' normalised float input, passed through unchanged.
+``centered``    (internal) ``x − mean`` already in the network's channel order, as a Core ML image input
+                delivers it after its own channel reorder, ``scale`` and ``bias``: the graph divides by ``std``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class WithPreprocessing(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.input_format == "normalized":
             return self.model(image)
+        if self.input_format == "centered":
+            return self.model(image / self.std)
         x = image.float() / 255.0 if self.input_format == "uint8" else image
         if self.reorder:
             x = x.index_select(1, self.channel_order)

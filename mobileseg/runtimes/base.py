@@ -60,5 +60,6 @@ class Runtime(ABC):
             raise RuntimeUnavailableError(f"runtime {self.name} is not available here: {reason}")
 
     @abstractmethod
-    def load(self, path: Path, threads: int | None = 1) -> Session:
-        """Load the artifact at ``path``; ``threads`` None means the runtime's default."""
+    def load(self, path: Path, threads: int | None = 1, io: dict | None = None) -> Session:
+        """Load the artifact at ``path``; ``threads`` None means the runtime's default; ``io`` is the
+        artifact's manifest entry (input kind, layouts), for runners that convert to or from NCHW."""

@@ -44,6 +44,6 @@ class OnnxRuntime(Runtime):
     target = "onnx"
     package = "onnxruntime"
 
-    def load(self, path: Path, threads: int | None = 1) -> Session:
+    def load(self, path: Path, threads: int | None = 1, io: dict | None = None) -> Session:
         self.require()
         return OnnxRuntimeSession(Path(path), threads)

@@ -42,7 +42,7 @@ class TorchRuntime(Runtime):
     target = "torch"
     package = "torch"
 
-    def load(self, path: Path, threads: int | None = 1) -> Session:
+    def load(self, path: Path, threads: int | None = 1, io: dict | None = None) -> Session:
         raise RuntimeUnavailableError(
             f"the torch runtime runs the in-memory reference model, not a file ({path}); use TorchRuntime.from_module"
         )

@@ -65,10 +65,11 @@ class SqueezeExcite(nn.Module):
         # A full-size average pool (not adaptive pooling or mean) sums in the same order as the authors'
         # code, which keeps trained logits bit-exact; tracing records the kernel as a constant.
         pooled = F.avg_pool2d(x, kernel_size=(int(x.shape[2]), int(x.shape[3]))).flatten(1)
-        scale = self.act1(self.fc1(pooled))
+        # PReLU runs on [N, C, 1, 1]: CoreML's prelu takes per-channel slopes only on rank-4 tensors.
+        scale = self.act1(self.fc1(pooled)[:, :, None, None])
         if self.fc2 is not None:
-            scale = self.act2(self.fc2(scale))
-        return x * scale[:, :, None, None]
+            scale = self.act2(self.fc2(scale.flatten(1))[:, :, None, None])
+        return x * scale
 
 
 class SeparableConvBNPReLU(nn.Module):

@@ -1,0 +1,215 @@
+"""PyTorch → Core ML ML program (``.mlpackage``) with coremltools.
+
+The model is traced (``torch.jit.trace``) with its preprocessing and converted to an ML program, once
+per compute precision (fp16 is Core ML's default and what the Neural Engine runs; fp32 for parity
+baselines). ``torch.export`` can be chosen as the source instead; on these networks both give the same
+MIL ops, and tracing converts faster (see docs/dependencies.md).
+
+Inputs:
+
+* ``tensor``: an NCHW float32 multi-array in the recipe's input format (``rgb01`` or ``normalized``);
+* ``image``: a picture (``CVPixelBuffer`` in an app). Core ML reorders it to the network's channel order
+  (``color_layout``) and applies ``scale = 1/255`` and ``bias = −mean`` itself; only the per-channel
+  ``1/std`` stays in the graph, because an image input has one scale for all channels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileseg.errors import ExportError
+from mobileseg.export.preprocess import WithPreprocessing
+from mobileseg.runtimes.coreml_support import import_coremltools
+from mobileseg.zoo import Normalization
+
+PRECISIONS = ("fp16", "fp32")
+INPUT_TYPES = ("tensor", "image")
+SOURCES = ("trace", "export")
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    precisions: tuple[str, ...] = PRECISIONS
+    input_type: str = "tensor"
+    minimum_deployment_target: str = "iOS16"
+    source: str = "trace"
+
+    def validate(self, input_format: str) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise ExportError(f"coreml has no precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
+        if self.input_type not in INPUT_TYPES:
+            raise ExportError(f"coreml input type {self.input_type!r} is not one of {', '.join(INPUT_TYPES)}")
+        if self.minimum_deployment_target not in DEPLOYMENT_TARGETS:
+            raise ExportError(
+                f"coreml deployment target {self.minimum_deployment_target!r} is not one of {', '.join(DEPLOYMENT_TARGETS)} "
+                "(ML programs need iOS15/macOS12 or later)"
+            )
+        if self.source not in SOURCES:
+            raise ExportError(f"coreml source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.input_type == "image" and input_format == "normalized":
+            raise ExportError("a coreml image input carries pixels; it needs input format rgb01 or uint8, not normalized")
+        if self.input_type == "tensor" and input_format == "uint8":
+            raise ExportError("Core ML tensor inputs cannot be uint8; use --coreml-input image or input format rgb01")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "precisions": list(self.precisions)}
+
+
+@dataclass
+class CoreMLModelInfo:
+    """What a caller needs to write the model's card (manifest entry)."""
+
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    output_kind: str
+    normalization: Normalization
+    input_format: str
+    checkpoint_source: str
+    license: str
+    extra_metadata: dict[str, str]
+
+
+def export_coreml(
+    model: nn.Module, shape: tuple[int, int, int, int], folder: Path, options: CoreMLOptions, info: CoreMLModelInfo
+) -> list[dict]:
+    """Convert ``model`` (the bare zoo network, NCHW ``shape``) once per precision into ``folder``;
+    returns one manifest entry per written ``.mlpackage``."""
+    options.validate(info.input_format)
+    ct = import_coremltools()
+    norm = info.normalization
+    if options.input_type == "image":
+        wrapped = WithPreprocessing(model, norm, "centered").eval()
+        coreml_input = ct.ImageType(
+            name="image", shape=shape, scale=1.0 / 255.0, bias=[-m for m in norm.mean],
+            color_layout=ct.colorlayout.BGR if norm.channel_order == "bgr" else ct.colorlayout.RGB,
+        )  # fmt: skip
+        input_spec = {
+            "name": "image", "kind": "image", "shape": list(shape), "dtype": "uint8", "layout": "NCHW",
+            "format": "pixels", "color": "RGB", "range": [0, 255],
+            "color_layout": "BGR" if norm.channel_order == "bgr" else "RGB",
+            "in_model": {"scale": 1.0 / 255.0, "bias": [-m for m in norm.mean], "graph_divides_by_std": list(norm.std)},
+        }  # fmt: skip
+    else:
+        wrapped = WithPreprocessing(model, norm, info.input_format).eval()
+        coreml_input = ct.TensorType(name="image", shape=shape, dtype=np.float32)
+        input_spec = {"name": "image", "kind": "tensor", "shape": list(shape), "dtype": "float32", "layout": "NCHW",
+                      "format": info.input_format}  # fmt: skip
+    source = _source(wrapped, shape, options.source)
+    entries = []
+    for precision in options.precisions:
+        file = f"model_{precision}.mlpackage"
+        mlmodel = _convert(ct, source, coreml_input, precision, options, info.name)
+        _describe(mlmodel, info, options, precision)
+        try:
+            mlmodel.save(str(folder / file))
+        except Exception as exc:
+            raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
+        spec = mlmodel.get_spec()
+        entries.append({
+            "target": "coreml", "precision": precision, "file": file,
+            "format": "mlprogram", "specification_version": spec.specificationVersion,
+            "io": {"input": input_spec, "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}},
+            "options": options.to_dict(),
+        })  # fmt: skip
+    return entries
+
+
+def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
+    example = torch.full(shape, 0.5)
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracer warnings about shapes recorded as constants are expected: the export is static by design.
+        warnings.simplefilter("ignore")
+        if kind == "export":
+            return torch.export.export(wrapped, (example,)).run_decompositions({})
+        return torch.jit.trace(wrapped, example)
+
+
+class _ConversionLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, model_name: str):
+    log = _ConversionLog()
+    logger = logging.getLogger("coremltools")
+    logger.addHandler(log)
+    previous_propagate = logger.propagate
+    logger.propagate = False
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():  # per-pass progress bars
+            warnings.simplefilter("ignore")
+            return ct.convert(
+                source,
+                inputs=[coreml_input],
+                outputs=[ct.TensorType(name="logits")],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),
+            )
+    except Exception as exc:
+        where = ""
+        for message in log.messages:
+            found = re.search(r"converting '([^']+)' op \(located at: '([^']*)'\)", message)
+            if found:
+                where = f" at op {found.group(1)} ({found.group(2)})"
+        unsupported = re.search(r"convert function for op '([^']+)' not implemented", str(exc))
+        if unsupported and not where:
+            where = f" at op {unsupported.group(1)} (no Core ML converter for it)"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"cannot convert {model_name} to coreml {precision}{where}: {detail}") from exc
+    finally:
+        logger.removeHandler(log)
+        logger.propagate = previous_propagate
+
+
+def _describe(mlmodel, info: CoreMLModelInfo, options: CoreMLOptions, precision: str) -> None:
+    """The model card Xcode shows: description, author, licence, I/O descriptions, user metadata."""
+    from mobileseg import __version__
+
+    norm = info.normalization
+    mlmodel.short_description = info.description
+    mlmodel.author = f"mobileseg {__version__}; weights: {info.checkpoint_source}"
+    mlmodel.license = info.license
+    mlmodel.version = __version__
+    if options.input_type == "image":
+        mlmodel.input_description["image"] = (
+            f"RGB picture; Core ML feeds it to the network as {norm.channel_order.upper()}, x/255 − mean, then the graph divides by std"
+        )
+    else:
+        mlmodel.input_description["image"] = f"NCHW float32 image, input format {info.input_format}"
+    mlmodel.output_description["logits"] = (
+        f"NCHW float32 {info.output_kind} of classes {', '.join(info.classes)} (argmax over channels = label map)"
+    )
+    metadata = {
+        "mobileseg.model": info.name,
+        "mobileseg.version": __version__,
+        "mobileseg.precision": precision,
+        "mobileseg.input_type": options.input_type,
+        "mobileseg.input_format": "pixels" if options.input_type == "image" else info.input_format,
+        "mobileseg.normalization": json.dumps(norm.to_dict()),
+        "mobileseg.output_kind": info.output_kind,
+        "mobileseg.classes": ",".join(info.classes),
+        **info.extra_metadata,
+    }
+    if options.input_type == "image":  # Xcode's model preview then shows the segmentation of a dropped picture
+        metadata["com.apple.coreml.model.preview.type"] = "imageSegmenter"
+        metadata["com.apple.coreml.model.preview.params"] = json.dumps({"labels": list(info.classes)})
+    mlmodel.user_defined_metadata.update(metadata)

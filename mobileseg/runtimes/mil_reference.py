@@ -1,0 +1,150 @@
+"""The MIL reference executor: runs a saved Core ML ``.mlpackage`` on Linux, op by op.
+
+Apple's Core ML runtime exists only on macOS. To verify on Linux what the converter actually wrote,
+the package's MIL program is loaded back from its protobuf and weight blob
+(``coremltools.converters.mil.frontend.milproto.load``) and every operation is executed with the
+PyTorch kernels of `mobileseg.runtimes.mil_ops`. Outputs whose MIL dtype is fp16 are rounded to
+float16, which emulates an fp16 program's storage precision (arithmetic inside each op is float32).
+
+This checks the converted graph (ops, attributes, weights, fp16 rounding), not Apple's kernels: the
+CPU, GPU and Neural Engine may round differently, and only ``MLModel.predict`` on macOS shows that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobileseg.errors import ArtifactError, ExportError
+from mobileseg.runtimes.base import Runtime, Session, SessionInfo
+from mobileseg.runtimes.coreml_support import coreml_input_array, import_coremltools
+from mobileseg.runtimes.mil_ops import KERNELS
+
+NOTE = "MIL reference executor: checks the converted Core ML graph on Linux, not Apple's kernels"
+
+
+class UnsupportedMilOpError(ExportError):
+    """The program contains an op the reference executor has no kernel for."""
+
+
+def load_program(path: Path):
+    """The MIL program of a saved ``.mlpackage`` (weights included), without Apple's runtime."""
+    ct = import_coremltools()
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    try:
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+        spec = model.get_spec()
+    except Exception as exc:
+        raise ArtifactError(f"cannot read Core ML package {path}: {str(exc).splitlines()[0]}") from exc
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ArtifactError(f"{path} is a {spec.WhichOneof('Type')} model; the MIL reference runs ML programs only")
+    return load_milproto(spec, spec.specificationVersion, model.weights_dir), spec
+
+
+def _is_fp16(var) -> bool:
+    from coremltools.converters.mil.mil import types
+
+    dtype = getattr(var, "dtype", None)
+    return dtype is types.fp16
+
+
+class MilProgram:
+    """A loaded MIL ``main`` function that can be run on named numpy inputs."""
+
+    def __init__(self, program, function: str = "main"):
+        self.function = program.functions[function]
+        unknown = sorted({op.op_type for op in self.function.operations if op.op_type != "const" and op.op_type not in KERNELS})
+        if unknown:
+            raise UnsupportedMilOpError(f"the MIL reference executor has no kernel for op(s): {', '.join(unknown)}")
+        nested = [op.op_type for op in self.function.operations if op.blocks]
+        if nested:
+            raise UnsupportedMilOpError(f"control-flow op(s) are not supported by the MIL reference: {', '.join(nested)}")
+        self.input_names = list(self.function.inputs)
+        self.output_names = [var.name for var in self.function.outputs]
+        self.op_counts: dict[str, int] = {}
+        for op in self.function.operations:
+            self.op_counts[op.op_type] = self.op_counts.get(op.op_type, 0) + 1
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values: dict[str, object] = {}
+        for name, var in self.function.inputs.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
+            if _is_fp16(var):
+                tensor = tensor.to(torch.float16)
+            values[name] = tensor.float() if tensor.is_floating_point() else tensor
+        with torch.inference_mode():
+            for op in self.function.operations:
+                if op.op_type == "const":
+                    values[op.outputs[0].name] = op.outputs[0].val
+                    continue
+                arguments = {}
+                for key, var in op.inputs.items():
+                    if isinstance(var, (list, tuple)):
+                        arguments[key] = [self._value(v, values) for v in var]
+                    else:
+                        arguments[key] = self._value(var, values)
+                try:
+                    result = KERNELS[op.op_type](**arguments)
+                except Exception as exc:
+                    raise ExportError(f"MIL op {op.op_type} ({op.name}) failed in the reference executor: {exc}") from exc
+                results = result if isinstance(result, tuple) else (result,)
+                for var, value in zip(op.outputs, results):
+                    if _is_fp16(var) and isinstance(value, torch.Tensor) and value.is_floating_point():
+                        value = value.to(torch.float16).float()
+                    values[var.name] = value
+        outputs = {}
+        for var in self.function.outputs:
+            value = values[var.name]
+            array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            outputs[var.name] = array.astype(np.float32) if array.dtype.kind == "f" else array
+        return outputs
+
+    @staticmethod
+    def _value(var, values: dict):
+        if var.val is not None and var.name not in values:
+            return var.val
+        value = values[var.name]
+        return value
+
+
+class MilReferenceSession(Session):
+    def __init__(self, path: Path, threads: int | None, io: dict | None):
+        self.threads = threads
+        start = time.perf_counter()
+        program, spec = load_program(path)
+        self.program = MilProgram(program)
+        load_seconds = time.perf_counter() - start
+        self.io = io or {}
+        self.input_names = self.program.input_names
+        self.output_names = self.program.output_names
+        import coremltools
+
+        self.info = SessionInfo(
+            "mil-reference", f"coremltools {coremltools.__version__}", str(path), load_seconds, threads,
+            {"note": NOTE, "ops": self.program.op_counts, "specification_version": spec.specificationVersion},
+        )  # fmt: skip
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {name: coreml_input_array(inputs[name], self.io.get("input", {})) for name in self.input_names}
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self.program.run(feeds)
+        finally:
+            torch.set_num_threads(previous)
+
+
+class MilReferenceRuntime(Runtime):
+    name = "mil-reference"
+    target = "coreml"
+    package = "coremltools"
+
+    def load(self, path: Path, threads: int | None = 1, io: dict | None = None) -> Session:
+        self.require()
+        return MilReferenceSession(Path(path), threads, io)
