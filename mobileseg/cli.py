@@ -97,7 +97,8 @@ def render_report(report, title: str) -> None:
         style = "green" if row[3] == "PASS" else ("yellow" if row[3].startswith("SKIPPED") else "red")
         table.add_row(*row[:3], f"[{style}]{row[3]}[/{style}]", *row[4:])
     out.print(table)
-    out.print(f"inputs: {', '.join(report.inputs)}; worst value over inputs; reference: PyTorch eager fp32")
+    out.print(f"inputs: {', '.join(report.inputs)}; worst value over the inputs each precision is judged on; "
+              "reference: PyTorch eager fp32")
     for result in report.results:
         if result.status == "fail":
             out.print(f"[red]FAIL[/red] {result.target} {result.precision} on {result.runtime}: {result.reason}")
@@ -107,31 +108,40 @@ def render_report(report, title: str) -> None:
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="Zoo model name (see `mobileseg models`).")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="Target: onnx (repeatable); default: the recipe's.")] = None,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | tflite | all (repeatable); default: the recipe's.")] = None,
+    precision: Annotated[list[str], typer.Option("--precision", "-p", help="Only these precisions: fp32 fp16 dynamic int8 (repeatable).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="The authors' checkpoint (.pth). Default: $MOBILESEG_WEIGHTS_DIR/<official file>.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export with seeded random weights (structure only).")] = False,
     input_size: Annotated[Optional[str], typer.Option("--input-size", help="HxW, e.g. 224x224.")] = None,
     input_format: Annotated[Optional[str], typer.Option("--input-format", help="rgb01 | uint8 | normalized.")] = None,
-    dynamic_batch: Annotated[Optional[bool], typer.Option("--dynamic-batch/--static-batch", help="Dynamic batch axis.")] = None,
+    dynamic_batch: Annotated[Optional[bool], typer.Option("--dynamic-batch/--static-batch", help="Dynamic batch axis (ONNX).")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (11-21; default 17).")] = None,
+    coreml_input: Annotated[Optional[str], typer.Option("--coreml-input", help="tensor | image (a pixel buffer; Core ML applies scale, bias, channel order).")] = None,
+    keep_nchw: Annotated[Optional[bool], typer.Option("--keep-nchw/--nhwc", help="TFLite input layout (default NHWC).")] = None,
+    int8_io: Annotated[Optional[bool], typer.Option("--int8-io/--float-io", help="TFLite int8 models with int8 input/output tensors.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Folder of images to calibrate TFLite int8 with (default: bundled photos).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="A recipe YAML instead of export_recipes/<model>.yaml.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Artifact folder (default artifacts/<model>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact folder.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Export even when the folder is up to date.")] = False,
 ) -> None:
     """Export a zoo model, check parity against PyTorch, and write an artifact folder."""
     from mobileseg.export.pipeline import ExportRequest, export_model
 
     try:
         request = ExportRequest(
-            model=model, targets=target or None, weights=weights, random_weights=random_weights,
-            input_size=parse_size(input_size), input_format=input_format, dynamic_batch=dynamic_batch,
-            opset=opset, out=out_dir, force=force, recipe=recipe,
+            model=model, targets=target or None, precisions=precision or None, weights=weights,
+            random_weights=random_weights, input_size=parse_size(input_size), input_format=input_format,
+            dynamic_batch=dynamic_batch, opset=opset, coreml_input=coreml_input, keep_nchw=keep_nchw,
+            int8_io=int8_io, calibration=calibration, out=out_dir, force=force, use_cache=not no_cache, recipe=recipe,
         )  # fmt: skip
         with err.status(f"exporting {model}") as status:
             result = export_model(request, progress=lambda msg: status.update(msg))
     except MobilesegError as exc:
         raise fail(str(exc)) from None
-    render_report(result.report, f"{model} → {result.folder}")
+    render_report(result.report, f"{model} → {result.folder}" + (" (up to date, not re-exported)" if result.cached else ""))
+    for note in result.manifest.get("notes", []):
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     out.print(f"artifact: {result.folder} (manifest.json, parity.json, parity.md)")
     if not result.report.passed:
         raise typer.Exit(1)

@@ -17,12 +17,17 @@ import yaml
 from mobileseg import zoo
 from mobileseg.errors import RecipeError
 from mobileseg.images import PHOTOS
-from mobileseg.verify.metrics import TOLERANCE_KEYS
+from mobileseg.verify.metrics import JUDGED_ON_KEY, TOLERANCE_KEYS
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "export_recipes"
 INPUT_FORMATS = ("rgb01", "uint8", "normalized")
-KNOWN_TARGETS = ("onnx",)
-TARGET_PRECISIONS = {"onnx": ("fp32",)}
+KNOWN_TARGETS = ("onnx", "coreml", "tflite")
+TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("fp32", "fp16", "dynamic", "int8")}
+TARGET_OPTIONS = {
+    "onnx": {"precisions", "opset", "exporter", "simplify"},
+    "coreml": {"precisions", "input_type", "minimum_deployment_target", "source"},
+    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples"},
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ def parse_recipe(data: dict, source: str) -> Recipe:
             seed=int(parity.get("seed", 0)),
             targets={str(k): dict(v or {}) for k, v in (data.get("targets") or {"onnx": {}}).items()},
             tolerances={
-                str(t): {str(p): {str(k): float(v) for k, v in bounds.items()} for p, bounds in per.items()}
+                str(t): {str(p): {str(k): (str(v) if k == JUDGED_ON_KEY else float(v)) for k, v in bounds.items()} for p, bounds in per.items()}
                 for t, per in (data.get("tolerances") or {}).items()
             },
             source=source,
@@ -148,15 +153,25 @@ def validate(recipe: Recipe) -> None:
     for target, options in recipe.targets.items():
         if target not in KNOWN_TARGETS:
             raise RecipeError(f"{where}: unknown target {target!r}; known targets: {', '.join(KNOWN_TARGETS)}")
-        for precision in options.get("precisions", ["fp32"]):
+        unknown_options = set(options) - TARGET_OPTIONS[target]
+        if unknown_options:
+            raise RecipeError(f"{where}: unknown {target} option(s): {', '.join(sorted(unknown_options))}")
+        for precision in precisions(target, options):
             if precision not in TARGET_PRECISIONS[target]:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")
             bounds = recipe.tolerances.get(target, {}).get(precision)
             if bounds is None:
                 raise RecipeError(f"{where}: no tolerances for {target} {precision}")
-            unknown = set(bounds) - set(TOLERANCE_KEYS)
+            unknown = set(bounds) - set(TOLERANCE_KEYS) - {JUDGED_ON_KEY}
             if unknown:
                 raise RecipeError(f"{where}: unknown tolerance key(s) {', '.join(sorted(unknown))}")
+            if bounds.get(JUDGED_ON_KEY, "all") not in ("all", "photos"):
+                raise RecipeError(f"{where}: {target} {precision} {JUDGED_ON_KEY} must be all or photos")
+
+
+def precisions(target: str, options: dict) -> list[str]:
+    """The precisions a target exports: its ``precisions`` option, else every precision it has."""
+    return [str(p) for p in options.get("precisions", TARGET_PRECISIONS[target])]
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

@@ -43,7 +43,7 @@ def bench_sinet_onnx_vs_torch(weights_dir: str | None, rounds: int = 10, per_rou
         weights = Path(weights_dir) / zoo.spec("sinet").checkpoint.filename if weights_dir else None
         request = ExportRequest("sinet", targets=["onnx"], out=Path(tmp) / "sinet", weights=weights, random_weights=weights is None)
         result = export_model(request)
-        image = parity_inputs(result.recipe)[0].array
+        image = parity_inputs(result.recipe)[0].as_format(result.recipe.input_format, result.recipe)
         torch_session = TorchRuntime().from_module(result.reference, ["image"], ["logits"], threads=1)
         ort_session = get_runtime("onnxruntime").load(result.folder / "model.onnx", threads=1)
         stats = _interleaved(

@@ -21,7 +21,10 @@ from mobileseg.zoo.checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "mobileseg.artifact/1"
-TRACKED_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript")
+TRACKED_PACKAGES = (
+    "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript",
+    "coremltools", "onnx2tf", "tensorflow", "ai-edge-litert", "tflite-runtime",
+)  # fmt: skip
 
 
 def tool_versions(packages: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:

@@ -3,7 +3,11 @@ checks parity against PyTorch and writes the artifact folder atomically."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +16,17 @@ import torch
 from torch import nn
 
 from mobileseg import zoo
-from mobileseg.errors import CheckpointError, RecipeError
-from mobileseg.export.artifact import check_destination, staging_folder, tool_versions, write_json, write_manifest
+from mobileseg.errors import CheckpointError, MobilesegError, RecipeError
+from mobileseg.export.artifact import (
+    MANIFEST, check_destination, check_hashes, read_manifest, staging_folder, tool_versions, write_json, write_manifest,
+)  # fmt: skip
+from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml
 from mobileseg.export.onnx import OnnxOptions, export_onnx
-from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input
-from mobileseg.recipes import KNOWN_TARGETS, Recipe, load_recipe, validate
+from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
+from mobileseg.export.tflite import TfliteOptions, export_tflite
+from mobileseg.images import calibration_images
+from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
+from mobileseg.runtimes.coreml_support import coremltools_notes
 from mobileseg.verify.parity import ParityReport, run_parity
 from mobileseg.verify.report import to_markdown
 from mobileseg.zoo.checkpoint import sha256_file
@@ -30,15 +40,21 @@ class ExportRequest:
     """What the user asked for; ``None`` fields keep the recipe's value."""
 
     model: str
-    targets: list[str] | None = None
+    targets: list[str] | None = None  # "all" = every known target
+    precisions: list[str] | None = None  # keep only these precisions (of the targets that have them)
     weights: Path | None = None
     random_weights: bool = False
     input_size: tuple[int, int] | None = None
     input_format: str | None = None
     dynamic_batch: bool | None = None
     opset: int | None = None
+    coreml_input: str | None = None  # "tensor" | "image"
+    keep_nchw: bool | None = None
+    int8_io: bool | None = None
+    calibration: Path | None = None
     out: Path | None = None
     force: bool = False
+    use_cache: bool = True
     recipe: Path | None = None
     threads: int | None = 1
 
@@ -49,7 +65,8 @@ class ExportResult:
     manifest: dict
     report: ParityReport
     recipe: Recipe = field(repr=False)
-    reference: nn.Module = field(repr=False)  # the wrapped PyTorch model the parity was checked against
+    reference: nn.Module | None = field(default=None, repr=False)  # the wrapped PyTorch model (None on a cache hit)
+    cached: bool = False  # the folder was already up to date: nothing was exported
 
 
 def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool) -> Path | None:
@@ -103,20 +120,85 @@ def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
     return inputs, outputs
 
 
+def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[str], dict[str, dict]]:
+    """The targets to export and each one's options: the recipe's, overridden by the request."""
+    targets = list(dict.fromkeys(request.targets or list(recipe.targets)))
+    if "all" in targets:
+        targets = list(KNOWN_TARGETS)
+    unknown = [t for t in targets if t not in KNOWN_TARGETS]
+    if unknown:
+        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(KNOWN_TARGETS)}, all")
+    options = {t: dict(recipe.targets.get(t, {})) for t in targets}
+    overrides = {
+        "onnx": {"opset": request.opset},
+        "coreml": {"input_type": request.coreml_input},
+        "tflite": {"keep_nchw": request.keep_nchw, "int8_io": request.int8_io,
+                   "calibration": str(request.calibration) if request.calibration else None},
+    }  # fmt: skip
+    for target in targets:
+        options[target].update({k: v for k, v in overrides[target].items() if v is not None})
+    if request.precisions:
+        matched = set()
+        for target in targets:
+            chosen = [p for p in precisions(target, options[target]) if p in request.precisions]
+            if not chosen:
+                chosen = [p for p in TARGET_PRECISIONS[target] if p in request.precisions]
+            matched.update(chosen)
+            if not chosen:
+                raise RecipeError(f"{target} has none of the precisions {', '.join(request.precisions)} "
+                                  f"(it has {', '.join(TARGET_PRECISIONS[target])})")  # fmt: skip
+            options[target]["precisions"] = chosen
+        missing = [p for p in request.precisions if p not in matched]
+        if missing:
+            raise RecipeError(f"no requested target has precision {', '.join(missing)}")
+    return targets, options
+
+
+def source_digest() -> str:
+    """sha256 over mobileseg's own source files: a changed exporter invalidates cached artifacts."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def export_fingerprint(recipe: Recipe, weights: dict, threads: int | None) -> str:
+    """What determines an artifact folder's content: recipe, weights, tool versions, mobileseg's code."""
+    identity = {
+        "recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"),
+        "versions": tool_versions(), "source": source_digest(), "threads": threads,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:
+    """The existing artifact folder if it was exported with the same fingerprint and is intact."""
+    if not (out / MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_manifest(out)
+        if manifest.get("fingerprint") != fingerprint or check_hashes(out, manifest):
+            return None
+        report = ParityReport.from_dict(json.loads((out / manifest["parity"]["report"]).read_text()))
+    except (MobilesegError, OSError, KeyError, ValueError):
+        return None
+    return ExportResult(out, manifest, report, recipe, None, cached=True)
+
+
 def export_model(request: ExportRequest, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export, verify and write the artifact folder; raises a `MobilesegError` for any user mistake
-    before anything is written, and leaves no partial folder behind on failure."""
+    before anything is written, and leaves no partial folder behind on failure.
+
+    An existing folder exported from the same recipe, weights, tool versions and mobileseg code, with
+    every file matching its manifest hash, is returned as it is (``cached``) unless ``use_cache`` is off.
+    """
     say = progress or (lambda _msg: None)
     recipe = load_recipe(request.recipe or request.model)
     if recipe.model != request.model:
         raise RecipeError(f"recipe {recipe.source} is for {recipe.model}, not {request.model}")
-    targets = request.targets or list(recipe.targets)
-    unknown = [t for t in targets if t not in KNOWN_TARGETS]
-    if unknown:
-        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(KNOWN_TARGETS)}")
-    target_options = {t: dict(recipe.targets.get(t, {})) for t in targets}
-    if request.opset is not None:
-        target_options.setdefault("onnx", {})["opset"] = request.opset
+    targets, target_options = _targets_and_options(request, recipe)
     recipe = recipe.with_overrides(
         input_size=request.input_size, input_format=request.input_format,
         dynamic_batch=request.dynamic_batch, targets=target_options,
@@ -125,31 +207,76 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     spec = zoo.spec(recipe.model)
     spec.check_input_size(*recipe.input_size)
     out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
-    check_destination(out, request.force)
     weights = resolve_weights(recipe, request.weights, request.random_weights)
+    weights_info = weights_record(recipe, weights)
+    fingerprint = export_fingerprint(recipe, weights_info, request.threads)
+    if request.use_cache:
+        cached = _cached(out, fingerprint, recipe)
+        if cached is not None:
+            say("artifact is up to date")
+            return cached
+    check_destination(out, request.force)
+    coreml_options = _coreml_options(target_options.get("coreml")) if "coreml" in targets else None
+    tflite_options = _tflite_options(target_options.get("tflite")) if "tflite" in targets else None
+    if coreml_options:
+        coreml_options.validate(recipe.input_format)
+    if tflite_options:
+        tflite_options.validate(recipe.input_format)
 
     say(f"building {recipe.model}")
     reference = build_reference(recipe, weights)
-    with staging_folder(out, request.force) as staging:
+    shape = (recipe.batch, 3, *recipe.input_size)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    with staging_folder(out, request.force) as staging, tempfile.TemporaryDirectory(prefix="mobileseg-") as scratch:
         artifacts = []
-        if "onnx" in targets:
+        if "onnx" in targets or "tflite" in targets:
             say("exporting ONNX")
+            started = time.perf_counter()
+            onnx_options = target_options.get("onnx", {})
             options = OnnxOptions(
-                opset=int(target_options["onnx"].get("opset", OnnxOptions.opset)),
-                exporter=str(target_options["onnx"].get("exporter", OnnxOptions.exporter)),
-                simplify=bool(target_options["onnx"].get("simplify", True)),
+                opset=int(onnx_options.get("opset", OnnxOptions.opset)),
+                exporter=str(onnx_options.get("exporter", OnnxOptions.exporter)),
+                simplify=bool(onnx_options.get("simplify", True)),
                 dynamic_batch=recipe.dynamic_batch,
             )
+            # TFLite converts from the ONNX file; it stays out of the artifact unless onnx was asked for.
+            onnx_path = (staging if "onnx" in targets else Path(scratch)) / "model.onnx"
             example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
-            info = export_onnx(reference, example, staging / "model.onnx", options, metadata=_onnx_metadata(recipe))
-            artifacts.append({
-                "target": "onnx", "precision": "fp32", "file": "model.onnx", "opset": info.opset,
-                "exporter": info.exporter, "simplified": info.simplified,
-                "nodes": {"exported": info.nodes_before, "final": info.nodes_after}, "ops": info.op_counts,
-                "options": options.to_dict(),
-            })  # fmt: skip
+            info = export_onnx(reference, example, onnx_path, options, metadata=_onnx_metadata(recipe))
+            timings["onnx"] = time.perf_counter() - started
+            if "onnx" in targets:
+                artifacts.append({
+                    "target": "onnx", "precision": "fp32", "file": "model.onnx", "opset": info.opset,
+                    "exporter": info.exporter, "simplified": info.simplified,
+                    "nodes": {"exported": info.nodes_before, "final": info.nodes_after}, "ops": info.op_counts,
+                    "io": {"input": {"name": "image", "format": recipe.input_format, "layout": "NCHW"},
+                           "output": {"name": "logits", "layout": "NCHW"}},
+                    "options": options.to_dict(),
+                })  # fmt: skip
+        if coreml_options:
+            say("converting to Core ML")
+            started = time.perf_counter()
+            artifacts += export_coreml(reference.model, shape, staging, coreml_options, _coreml_info(recipe))
+            notes += coremltools_notes()
+            timings["coreml"] = time.perf_counter() - started
+        if tflite_options:
+            say("converting to TFLite (onnx2tf)")
+            started = time.perf_counter()
+            calibration = calibration_images(
+                tflite_options.calibration_samples, *recipe.input_size, exclude=recipe.parity_photos,
+                seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
+            )  # fmt: skip
+            calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
+            artifacts += export_tflite(
+                onnx_path, staging, tflite_options, calibration, recipe.input_format,
+                spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model,
+            )  # fmt: skip
+            timings["tflite"] = time.perf_counter() - started
         say("checking parity against PyTorch")
+        started = time.perf_counter()
         report = run_parity(reference, recipe, staging, artifacts, spec.output_kind, threads=request.threads)
+        timings["parity"] = time.perf_counter() - started
         write_json(staging / "parity.json", report.to_dict())
         (staging / "parity.md").write_text(to_markdown(report))
         inputs, outputs = io_spec(recipe)
@@ -157,7 +284,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "model": {
                 "name": recipe.model, "description": spec.description, "params": spec.params,
                 "num_classes": spec.num_classes, "output_kind": spec.output_kind,
-                "weights": weights_record(recipe, weights), "checkpoint_source": spec.checkpoint.source,
+                "weights": weights_info, "checkpoint_source": spec.checkpoint.source,
             },
             "recipe": recipe.to_dict(),
             "inputs": inputs,
@@ -165,9 +292,40 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "artifacts": artifacts,
             "versions": tool_versions(),
             "seed": recipe.seed,
+            "fingerprint": fingerprint,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "notes": notes,
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip
     return ExportResult(out, manifest, report, recipe, reference)
+
+
+def _coreml_options(options: dict) -> CoreMLOptions:
+    return CoreMLOptions(
+        precisions=tuple(precisions("coreml", options)),
+        input_type=str(options.get("input_type", CoreMLOptions.input_type)),
+        minimum_deployment_target=str(options.get("minimum_deployment_target", CoreMLOptions.minimum_deployment_target)),
+        source=str(options.get("source", CoreMLOptions.source)),
+    )
+
+
+def _tflite_options(options: dict) -> TfliteOptions:
+    return TfliteOptions(
+        precisions=tuple(precisions("tflite", options)),
+        keep_nchw=bool(options.get("keep_nchw", False)),
+        int8_io=bool(options.get("int8_io", False)),
+        calibration_samples=int(options.get("calibration_samples", TfliteOptions.calibration_samples)),
+    )
+
+
+def _coreml_info(recipe: Recipe) -> CoreMLModelInfo:
+    spec = zoo.spec(recipe.model)
+    return CoreMLModelInfo(
+        name=recipe.model, description=spec.description, classes=tuple(spec.class_names),
+        output_kind=spec.output_kind, normalization=recipe.normalization, input_format=recipe.input_format,
+        checkpoint_source=spec.checkpoint.source, license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)",
+        extra_metadata={k: v for k, v in _onnx_metadata(recipe).items() if k not in ("mobileseg.model", "mobileseg.classes", "mobileseg.output_kind", "mobileseg.input_format", "mobileseg.normalization")},
+    )  # fmt: skip
 
 
 def _onnx_metadata(recipe: Recipe) -> dict[str, str]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,3 +47,13 @@ def example_input(input_format: str, batch: int, height: int, width: int) -> tor
     if input_format == "uint8":
         return torch.full((batch, 3, height, width), 128, dtype=torch.uint8)
     return torch.full((batch, 3, height, width), 0.5)
+
+
+def format_input(rgb01: np.ndarray, input_format: str, normalization: Normalization) -> np.ndarray:
+    """NCHW RGB in [0, 1] → the array a model of ``input_format`` takes (``pixels``: a Core ML image
+    input's RGB 0..255, as uint8)."""
+    if input_format in ("uint8", "pixels"):
+        return np.round(rgb01 * 255).astype(np.uint8)
+    if input_format == "normalized":
+        return normalization.apply(torch.from_numpy(np.ascontiguousarray(rgb01))).numpy()
+    return rgb01

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from mobileseg.errors import MobilesegError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
+from mobileseg.runtimes.coreml import CoreMLRuntime
+from mobileseg.runtimes.mil_reference import MilReferenceRuntime
 from mobileseg.runtimes.onnxruntime import OnnxRuntime
+from mobileseg.runtimes.tflite import TFLITE_RUNTIMES
 from mobileseg.runtimes.torch_runtime import TorchRuntime
 
 __all__ = ["Runtime", "Session", "SessionInfo", "RUNTIMES", "get_runtime", "runtimes_for"]
 
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TorchRuntime(), OnnxRuntime())}
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r for r in (TorchRuntime(), OnnxRuntime(), CoreMLRuntime(), MilReferenceRuntime(), *TFLITE_RUNTIMES)
+}
 
 
 def get_runtime(name: str) -> Runtime:

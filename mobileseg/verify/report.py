@@ -27,7 +27,9 @@ def to_markdown(report: ParityReport) -> str:
         f"# Parity: {report.model}",
         "",
         f"Input format `{report.input_format}`; inputs: {', '.join(report.inputs)}.",
-        "Worst value over all inputs; reference: PyTorch eager, float32.",
+        "Worst value over the inputs each precision is judged on (reduced precisions: the photos); "
+        "reference: PyTorch eager, float32. mil-reference executes the converted Core ML program on Linux "
+        "(it checks the converted graph, not Apple's kernels).",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),

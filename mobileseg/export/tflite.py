@@ -1,0 +1,217 @@
+"""ONNX → TFLite with onnx2tf, then quantisation with the TFLite converter.
+
+onnx2tf turns the simplified ONNX graph into a TensorFlow SavedModel and fp32 / fp16-weight ``.tflite``
+files, transposing the graph to NHWC. Dynamic-range and int8 models are converted from that SavedModel
+here (not by onnx2tf's ``-oiqt``), so calibration uses real pictures and int8 I/O is a plain option.
+
+onnx2tf needs handling that this module does for the user:
+
+* offline, it tries to download a sample-image file for any 3-channel input: a generated file of the same
+  name is put in its working directory first (the calibration here never reads it);
+* it rewrites the input ``.onnx`` in place: it converts a copy;
+* it runs ``onnxsim`` as a subprocess found on ``PATH``: the interpreter's ``bin`` folder is put first.
+
+Output layouts are read from the written files, not assumed: onnx2tf leaves some outputs NCHW.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobileseg.errors import ExportError, MissingDependencyError
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+@dataclass(frozen=True)
+class TfliteOptions:
+    precisions: tuple[str, ...] = PRECISIONS
+    keep_nchw: bool = False  # NCHW input (and whatever output layout onnx2tf gives) instead of NHWC
+    int8_io: bool = False  # int8 models take and return int8 tensors (else float32 I/O around int8 kernels)
+    calibration_samples: int = 16
+
+    def validate(self, input_format: str) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise ExportError(f"tflite has no precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
+        if self.int8_io and input_format == "uint8":
+            raise ExportError("--int8-io needs a float input format (rgb01 or normalized); uint8 input is already integer")
+        if self.calibration_samples < 1:
+            raise ExportError("tflite calibration needs at least one sample")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "precisions": list(self.precisions)}
+
+
+@contextlib.contextmanager
+def _captured_output(log_path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (Python and C++ alike) to ``log_path`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _onnx2tf_environment(workdir: Path) -> Iterator[None]:
+    """onnx2tf's working directory (with the sample file it would download) and ``onnxsim`` on PATH."""
+    np.save(workdir / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
+    previous_cwd, previous_path = os.getcwd(), os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), previous_path])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        os.chdir(previous_cwd)
+        os.environ["PATH"] = previous_path
+
+
+def _failure(model_name: str, stage: str, exc: BaseException, log_path: Path) -> ExportError:
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    ops = re.findall(r"onnx_op_type:\s*(\w+)", log)
+    names = re.findall(r"onnx_op_name:\s*(\S+)", log)
+    where = f" at ONNX op {ops[-1]}" + (f" ({names[-1]})" if names else "") if ops else ""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ExportError(f"cannot convert {model_name} to tflite ({stage}){where}: {detail}")
+
+
+def export_tflite(
+    onnx_path: Path,
+    folder: Path,
+    options: TfliteOptions,
+    calibration: np.ndarray,
+    input_format: str,
+    expected_output: tuple[int, ...],
+    model_name: str,
+) -> list[dict]:
+    """Convert the exported ONNX file into one ``model_<precision>.tflite`` per precision in ``folder``.
+
+    ``calibration`` is NCHW in the model's input format (used for int8); ``expected_output`` is the
+    NCHW logits shape, used to tell the layout of each written output.
+    """
+    options.validate(input_format)
+    try:
+        import onnx2tf
+    except ImportError as exc:
+        raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
+    with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
+        workdir = Path(tmp)
+        log_path = workdir / "convert.log"
+        source = workdir / "model.onnx"
+        shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
+        saved_model = workdir / "saved_model"
+        try:
+            with _onnx2tf_environment(workdir), _captured_output(log_path):
+                onnx2tf.convert(
+                    input_onnx_file_path=str(source),
+                    output_folder_path=str(saved_model),
+                    output_signaturedefs=True,
+                    keep_ncw_or_nchw_or_ncdhw_input_names=["image"] if options.keep_nchw else None,
+                    non_verbose=True,
+                    verbosity="error",
+                )
+        except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
+            raise _failure(model_name, "onnx2tf", exc, log_path) from exc
+        written = {"fp32": saved_model / "model_float32.tflite", "fp16": saved_model / "model_float16.tflite"}
+        missing = [str(p.name) for k, p in written.items() if k in options.precisions and not p.is_file()]
+        if missing:
+            raise _failure(model_name, "onnx2tf", ExportError(f"onnx2tf wrote no {', '.join(missing)}"), log_path)
+        entries = []
+        for precision in options.precisions:
+            target = folder / f"model_{precision}.tflite"
+            if precision in written:
+                shutil.copyfile(written[precision], target)
+            else:
+                try:
+                    with _captured_output(log_path):
+                        data = _quantize(saved_model, precision, calibration, options)
+                except Exception as exc:
+                    raise _failure(model_name, f"{precision} quantisation", exc, log_path) from exc
+                target.write_bytes(data)
+            entries.append(_describe(target, precision, options, input_format, expected_output))
+    return entries
+
+
+def _quantize(saved_model: Path, precision: str, calibration: np.ndarray, options: TfliteOptions) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Per-tensor quantised dense layers: the per-channel FULLY_CONNECTED (op version 12) of TF >= 2.15
+    # cannot be loaded by older interpreters such as tflite-runtime 2.14; the SE layers are tiny anyway.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
+    if precision == "int8":
+        samples = calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1)
+
+        def representative_dataset():
+            for sample in samples:
+                yield [np.ascontiguousarray(sample[None])]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if options.int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _layout(shape: list[int], nchw: tuple[int, ...]) -> str:
+    n, c, h, w = nchw
+    if list(shape) == [n, h, w, c] and list(shape) != [n, c, h, w]:
+        return "NHWC"
+    if list(shape) == [n, c, h, w]:
+        return "NCHW"
+    raise ExportError(f"tflite output shape {shape} is neither NCHW {list(nchw)} nor NHWC")
+
+
+def _spatial(shape, options: TfliteOptions) -> tuple[int, int]:
+    return (int(shape[2]), int(shape[3])) if options.keep_nchw else (int(shape[1]), int(shape[2]))
+
+
+def _describe(path: Path, precision: str, options: TfliteOptions, input_format: str, expected_output: tuple[int, ...]) -> dict:
+    """The manifest entry of a written file, with I/O shapes, dtypes and layouts read back from it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    ops = {}
+    for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op listing)
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return {
+        "target": "tflite", "precision": precision, "file": path.name, "converter": "onnx2tf",
+        "io": {
+            "input": {"name": "image", "tensor": inp["name"], "shape": [int(v) for v in inp["shape"]],
+                      "dtype": np.dtype(inp["dtype"]).name,
+                      "layout": _layout(list(inp["shape"]), (expected_output[0], 3, *_spatial(inp["shape"], options))),
+                      "format": input_format, "quantization": [float(v) for v in inp["quantization"]]},
+            "output": {"name": "logits", "tensor": out["name"], "shape": [int(v) for v in out["shape"]],
+                       "dtype": np.dtype(out["dtype"]).name, "layout": _layout(list(out["shape"]), expected_output),
+                       "quantization": [float(v) for v in out["quantization"]]},
+        },
+        "ops": dict(sorted(ops.items())),
+        "options": options.to_dict(),
+    }  # fmt: skip
