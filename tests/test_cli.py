@@ -41,6 +41,8 @@ def test_export_then_verify_gate(tmp_path):
     result = runner.invoke(app, ["export", "sinet", "--target", "onnx", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output and (out / "manifest.json").is_file()
+    cached = runner.invoke(app, ["export", "sinet", "--target", "onnx", "--out", str(out)])
+    assert cached.exit_code == 0 and "up to date" in cached.output  # same recipe, weights, tools, code
     again = runner.invoke(app, ["export", "sinet", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in _one_error_line(again)
     verified = runner.invoke(app, ["verify", str(out), "--report", str(tmp_path / "report.json")])

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from mobileseg import zoo
-from mobileseg.errors import ArtifactError, CheckpointError, InputSizeError, RecipeError
+from mobileseg.errors import ArtifactError, CheckpointError, InputSizeError, MobilesegError, RecipeError
 from mobileseg.export.artifact import check_hashes, read_manifest
 from mobileseg.export.pipeline import ExportRequest, export_model
 from mobileseg.runtimes import get_runtime
@@ -19,7 +19,7 @@ from conftest import TEST_SIZES, official_weights
 @pytest.mark.parametrize("name", zoo.names())
 def test_onnx_parity_with_official_weights(name, tmp_path):
     official_weights(name)
-    result = export_model(ExportRequest(name, out=tmp_path / name, input_size=TEST_SIZES[name]))
+    result = export_model(ExportRequest(name, targets=["onnx"], out=tmp_path / name, input_size=TEST_SIZES[name]))
     assert result.report.passed, result.report.to_dict()
     [ort] = [r for r in result.report.results if r.runtime == "onnxruntime"]
     assert ort.status == "pass"
@@ -34,7 +34,7 @@ def test_onnx_parity_with_official_weights(name, tmp_path):
 
 
 def test_artifact_folder_contents_and_hashes(tmp_path):
-    result = export_model(ExportRequest("sinet", out=tmp_path / "a"))
+    result = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "a"))
     folder = result.folder
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "parity.json", "parity.md"]
     manifest = read_manifest(folder)
@@ -55,15 +55,15 @@ def test_artifact_folder_contents_and_hashes(tmp_path):
 
 
 def test_reexport_is_byte_identical(tmp_path):
-    first = export_model(ExportRequest("extremec3net", out=tmp_path / "one"))
-    second = export_model(ExportRequest("extremec3net", out=tmp_path / "two"))
+    first = export_model(ExportRequest("extremec3net", targets=["onnx"], out=tmp_path / "one"))
+    second = export_model(ExportRequest("extremec3net", targets=["onnx"], out=tmp_path / "two"))
     assert (first.folder / "model.onnx").read_bytes() == (second.folder / "model.onnx").read_bytes()
     assert first.manifest["files"]["model.onnx"] == second.manifest["files"]["model.onnx"]
 
 
 @pytest.mark.parametrize("input_format", ["uint8", "normalized"])
 def test_input_formats_bake_preprocessing(input_format, tmp_path):
-    result = export_model(ExportRequest("sinet", out=tmp_path / input_format, input_format=input_format))
+    result = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / input_format, input_format=input_format))
     assert result.report.passed
     model = onnx.load(str(result.folder / "model.onnx"))
     elem_type = model.graph.input[0].type.tensor_type.elem_type
@@ -72,7 +72,7 @@ def test_input_formats_bake_preprocessing(input_format, tmp_path):
 
 
 def test_dynamic_batch_runs_any_batch(tmp_path):
-    result = export_model(ExportRequest("sinet", out=tmp_path / "dyn", dynamic_batch=True))
+    result = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "dyn", dynamic_batch=True))
     assert result.report.passed
     session = get_runtime("onnxruntime").load(result.folder / "model.onnx")
     for batch in (1, 3):
@@ -86,9 +86,9 @@ def test_existing_folder_needs_force_and_is_left_untouched(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(ArtifactError, match="already exists; pass --force"):
-        export_model(ExportRequest("sinet", out=out))
+        export_model(ExportRequest("sinet", targets=["onnx"], out=out))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    result = export_model(ExportRequest("sinet", out=out, force=True))
+    result = export_model(ExportRequest("sinet", targets=["onnx"], out=out, force=True))
     assert not (result.folder / "keep.txt").exists() and (result.folder / "model.onnx").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["sinet"]  # no temporary folders left
 
@@ -101,26 +101,29 @@ def test_existing_folder_needs_force_and_is_left_untouched(tmp_path):
         ({"targets": ["tensorrt"]}, RecipeError),
         ({"input_format": "bgr255"}, RecipeError),
         ({"opset": 9}, Exception),
+        ({"targets": ["tflite"], "dynamic_batch": True}, RecipeError),
+        ({"targets": ["tflite"], "precisions": ["fp64"]}, RecipeError),
+        ({"targets": ["tflite"], "calibration": "no-such-folder", "precisions": ["int8"]}, MobilesegError),
     ],
 )
 def test_bad_requests_leave_nothing_behind(request_kwargs, error, tmp_path):
     if request_kwargs.get("weights") == "WRONG":
         request_kwargs = {"weights": official_weights("c3net")}
     with pytest.raises(error):
-        export_model(ExportRequest("sinet", out=tmp_path / "out", **request_kwargs))
+        export_model(ExportRequest("sinet", **{"targets": ["onnx"], **request_kwargs}, out=tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_no_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("MOBILESEG_WEIGHTS_DIR")
     with pytest.raises(CheckpointError, match="--weights PATH.*sinet_portrait_eg1800.pth.*--random-weights"):
-        export_model(ExportRequest("sinet", out=tmp_path / "out"))
+        export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_verify_detects_a_wrong_model(tmp_path):
-    good = export_model(ExportRequest("sinet", out=tmp_path / "good")).folder
-    other = export_model(ExportRequest("sinet", out=tmp_path / "other", random_weights=True)).folder
+    good = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "good")).folder
+    other = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "other", random_weights=True)).folder
     assert verify_artifact(good).passed
     # Swap in a model exported from other weights and re-hash: integrity passes, parity must fail.
     shutil.copy(other / "model.onnx", good / "model.onnx")

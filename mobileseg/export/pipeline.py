@@ -74,6 +74,8 @@ def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool)
     if explicit is not None:
         if random_weights:
             raise CheckpointError("--weights and --random-weights contradict each other")
+        if not Path(explicit).is_file():
+            raise CheckpointError(f"checkpoint not found: {explicit}")
         return Path(explicit)
     if random_weights:
         return None
@@ -140,9 +142,7 @@ def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[s
     if request.precisions:
         matched = set()
         for target in targets:
-            chosen = [p for p in precisions(target, options[target]) if p in request.precisions]
-            if not chosen:
-                chosen = [p for p in TARGET_PRECISIONS[target] if p in request.precisions]
+            chosen = [p for p in TARGET_PRECISIONS[target] if p in request.precisions]
             matched.update(chosen)
             if not chosen:
                 raise RecipeError(f"{target} has none of the precisions {', '.join(request.precisions)} "
@@ -204,6 +204,8 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
         dynamic_batch=request.dynamic_batch, targets=target_options,
     )  # fmt: skip
     validate(recipe)
+    if recipe.dynamic_batch and set(targets) - {"onnx"}:
+        raise RecipeError("a dynamic batch axis is for the onnx target only; export coreml/tflite with a static batch")
     spec = zoo.spec(recipe.model)
     spec.check_input_size(*recipe.input_size)
     out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
@@ -222,6 +224,9 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
         coreml_options.validate(recipe.input_format)
     if tflite_options:
         tflite_options.validate(recipe.input_format)
+        folder = target_options["tflite"].get("calibration")
+        if folder and "int8" in tflite_options.precisions and not Path(folder).is_dir():
+            raise RecipeError(f"calibration folder not found: {folder}")
 
     say(f"building {recipe.model}")
     reference = build_reference(recipe, weights)

@@ -60,11 +60,12 @@ def _captured_output(log_path: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, open(log_path, "a") as text:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        try:
-            yield
+        try:  # Python-level streams too: a host (pytest, a notebook) may have replaced sys.stdout
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

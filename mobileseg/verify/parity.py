@@ -171,6 +171,9 @@ def run_parity(
                 try:
                     metrics = compare(ref, candidate, output_kind)
                     failures = check(metrics, tolerance) if gated else []
+                    bad = int(np.size(candidate) - np.isfinite(candidate).sum())
+                    if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
+                        failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")
                 except ValueError as exc:
                     metrics, failures = {}, [str(exc)]
                 result.cases.append({"input": case.label, "output": "logits", "gated": gated, "metrics": metrics, "failures": failures})

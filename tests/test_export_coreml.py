@@ -1,0 +1,103 @@
+"""Core ML export of the zoo, verified on Linux by the MIL reference executor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("coremltools")
+
+from conftest import official_weights  # noqa: E402
+
+from mobileseg.errors import ExportError, MobilesegError  # noqa: E402
+from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml  # noqa: E402
+from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
+from mobileseg.runtimes import get_runtime  # noqa: E402
+from mobileseg.runtimes.coreml_support import import_coremltools  # noqa: E402
+from mobileseg.zoo import Normalization  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sinet_coreml(tmp_path_factory):
+    """SINet with the authors' weights as Core ML fp16 + fp32 with a tensor input."""
+    out = tmp_path_factory.mktemp("coreml") / "sinet"
+    return export_model(ExportRequest(model="sinet", targets=["coreml"], weights=official_weights("sinet"), out=out))
+
+
+def test_official_sinet_passes_on_the_mil_reference(sinet_coreml):
+    results = {(r.precision, r.runtime): r for r in sinet_coreml.report.results}
+    fp32, fp16 = results[("fp32", "mil-reference")], results[("fp16", "mil-reference")]
+    assert fp32.status == "pass" and fp16.status == "pass"
+    assert fp32.worst()["max_rel"] < 1e-5
+    assert fp16.worst()["argmax_agreement"] > 0.99
+    # fp16 rounding is real: the fp16 program differs from PyTorch more than the fp32 one
+    assert fp16.worst()["max_rel"] > 10 * fp32.worst()["max_rel"]
+    skipped = results[("fp32", "coreml")]
+    assert skipped.status == "skipped" and "macOS" in skipped.reason
+
+
+def test_saved_package_is_an_mlprogram_with_a_model_card(sinet_coreml):
+    ct = import_coremltools()
+    entry = next(a for a in sinet_coreml.manifest["artifacts"] if a["precision"] == "fp16")
+    model = ct.models.MLModel(str(sinet_coreml.folder / entry["file"]), skip_model_load=True)
+    spec = model.get_spec()
+    assert spec.WhichOneof("Type") == "mlProgram"
+    metadata = dict(spec.description.metadata.userDefined)
+    assert metadata["mobileseg.model"] == "sinet" and metadata["mobileseg.precision"] == "fp16"
+    assert json.loads(metadata["mobileseg.normalization"])["channel_order"] == "bgr"
+    assert "MIT" in spec.description.metadata.license
+    assert [i.name for i in spec.description.input] == ["image"]
+    assert [o.name for o in spec.description.output] == ["logits"]
+
+
+def test_image_input_folds_scale_bias_and_channel_order(tmp_path):
+    """An image input takes RGB pixels; Core ML's scale/bias/BGR layout + the graph's 1/std equal PyTorch."""
+    torch.manual_seed(0)
+    from mobileseg import zoo
+
+    model = zoo.build("sinet").eval()
+    norm = zoo.spec("sinet").normalization
+    info = CoreMLModelInfo("sinet", "test", ("bg", "fg"), "logits", norm, "rgb01", "src", "MIT", {})
+    (entry,) = export_coreml(model, (1, 3, 224, 224), tmp_path, CoreMLOptions(precisions=("fp32",), input_type="image"), info)
+    assert entry["io"]["input"]["kind"] == "image" and entry["io"]["input"]["color_layout"] == "BGR"
+    session = get_runtime("mil-reference").load(tmp_path / entry["file"], io=entry["io"])
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 3, 224, 224), dtype=np.uint8)
+    got = session.run({"image": pixels})["logits"]
+    with torch.no_grad():
+        expected = model(norm.apply(torch.from_numpy(pixels.astype(np.float32) / 255))).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
+
+
+def test_unconvertible_op_names_model_target_and_op(tmp_path):
+    class Unconvertible(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.erfinv(x.clamp(-0.5, 0.5))
+
+    info = CoreMLModelInfo("toy", "toy", ("a",), "logits", Normalization((0, 0, 0), (1, 1, 1)), "rgb01", "src", "MIT", {})
+    with pytest.raises(ExportError, match=r"cannot convert toy to coreml fp16 at op special_erfinv"):
+        export_coreml(Unconvertible(), (1, 3, 8, 8), tmp_path, CoreMLOptions(precisions=("fp16",)), info)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_conversion_leaves_no_partial_artifact(tmp_path, monkeypatch):
+    import mobileseg.export.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise ExportError("cannot convert sinet to coreml fp16 at op erfinv (test)")
+
+    monkeypatch.setattr(pipeline, "export_coreml", broken)
+    out = tmp_path / "sinet"
+    with pytest.raises(MobilesegError, match="erfinv"):
+        export_model(ExportRequest(model="sinet", targets=["onnx", "coreml"], random_weights=True, out=out))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uint8_tensor_input_is_refused_up_front(tmp_path):
+    with pytest.raises(MobilesegError, match="cannot be uint8"):
+        export_model(ExportRequest(model="sinet", targets=["coreml"], random_weights=True, input_format="uint8",
+                                   out=tmp_path / "x"))  # fmt: skip
+    assert not (tmp_path / "x").exists()

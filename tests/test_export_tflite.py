@@ -1,0 +1,108 @@
+"""TFLite export through onnx2tf and the four interpreter variants (LiteRT / tflite-runtime × XNNPACK on/off)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnx2tf")
+
+from conftest import official_weights  # noqa: E402
+
+from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
+from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
+from mobileseg.export.tflite import TfliteOptions, export_tflite  # noqa: E402
+from mobileseg.recipes import load_recipe  # noqa: E402
+from mobileseg.runtimes import get_runtime  # noqa: E402
+from mobileseg.verify.parity import run_parity  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sinet_tflite(tmp_path_factory):
+    """SINet with the authors' weights as TFLite fp32, fp16, dynamic-range and int8 (calibrated on photos)."""
+    out = tmp_path_factory.mktemp("tflite") / "sinet"
+    return export_model(ExportRequest(
+        model="sinet", targets=["tflite"], precisions=["fp32", "fp16", "dynamic", "int8"],
+        weights=official_weights("sinet"), out=out,
+    ))  # fmt: skip
+
+
+def results_by(report):
+    return {(r.precision, r.runtime): r for r in report.results}
+
+
+def test_float_precisions_pass_on_every_interpreter(sinet_tflite):
+    results = results_by(sinet_tflite.report)
+    for runtime in ("litert", "litert-noxnn", "tflite-runtime", "tflite-runtime-noxnn"):
+        assert results[("fp32", runtime)].status == "pass", results[("fp32", runtime)].reason
+        assert results[("fp32", runtime)].worst()["max_rel"] < 2e-5
+        assert results[("fp16", runtime)].status == "pass"
+        assert results[("dynamic", runtime)].status == "pass", results[("dynamic", runtime)].reason
+    assert not (sinet_tflite.folder / "model.onnx").exists()  # the ONNX intermediate stays out of a tflite-only artifact
+
+
+def test_int8_is_measured_on_the_photos(sinet_tflite):
+    """int8 runs and is reported with real metrics (its accuracy on these networks is discussed in the README)."""
+    result = results_by(sinet_tflite.report)[("int8", "litert")]
+    assert result.status in ("pass", "fail")
+    photo_cases = [c for c in result.cases if c["gated"]]
+    assert {c["input"] for c in photo_cases} == {"photo:astronaut", "photo:chelsea", "photo:coffee"}
+    assert all(0.5 < c["metrics"]["argmax_agreement"] <= 1.0 for c in photo_cases)
+
+
+def test_io_layouts_are_read_back_from_the_files(sinet_tflite):
+    entries = {a["precision"]: a for a in sinet_tflite.manifest["artifacts"]}
+    assert entries["fp32"]["io"]["input"]["layout"] == "NHWC"
+    assert entries["fp32"]["io"]["input"]["shape"] == [1, 224, 224, 3]
+    assert entries["fp32"]["io"]["output"]["layout"] == "NHWC"
+    assert entries["int8"]["ops"].get("CONV_2D", 0) > 0
+
+
+def test_keep_nchw_and_int8_io(tmp_path):
+    result = export_model(ExportRequest(
+        model="sinet", targets=["tflite"], precisions=["fp32", "int8"], random_weights=True,
+        keep_nchw=True, int8_io=True, out=tmp_path / "sinet",
+    ))  # fmt: skip
+    entries = {a["precision"]: a for a in result.manifest["artifacts"]}
+    assert entries["fp32"]["io"]["input"]["layout"] == "NCHW"
+    assert entries["fp32"]["io"]["input"]["shape"] == [1, 3, 224, 224]
+    assert entries["int8"]["io"]["input"]["dtype"] == "int8" and entries["int8"]["io"]["output"]["dtype"] == "int8"
+    fp32 = results_by(result.report)[("fp32", "litert")]
+    assert fp32.status == "pass", fp32.reason
+    int8 = results_by(result.report)[("int8", "litert")]
+    assert int8.status in ("pass", "fail") and int8.cases  # ran, with int8 tensors quantised by the runner
+
+
+class SharedSlopePReLU(nn.Module):
+    """A conv and a PReLU with ONE slope for all channels: what tflite-runtime 2.14's XNNPACK gets wrong."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.act = nn.PReLU()
+        with torch.no_grad():
+            self.act.weight.fill_(0.3)
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+def test_parity_catches_the_tflite_runtime_xnnpack_prelu_bug(tmp_path):
+    if get_runtime("tflite-runtime").unavailable_reason():
+        pytest.skip("tflite-runtime is not installed")
+    model = SharedSlopePReLU().eval()
+    onnx_path = tmp_path / "prelu.onnx"
+    export_onnx(model, torch.rand(1, 3, 32, 32), onnx_path, OnnxOptions())
+    recipe = load_recipe("sinet").with_overrides(input_size=(32, 32))
+    artifacts = export_tflite(onnx_path, tmp_path, TfliteOptions(precisions=("fp32",)), np.zeros((1, 3, 32, 32), np.float32),
+                              "rgb01", (1, 2, 32, 32), "toy")  # fmt: skip
+    report = run_parity(model, recipe, tmp_path, artifacts, "logits")
+    status = {r.runtime: r for r in report.results}
+    assert status["tflite-runtime"].status == "fail"
+    assert "nan" in status["tflite-runtime"].reason.lower()
+    for runtime in ("litert", "litert-noxnn", "tflite-runtime-noxnn"):
+        assert status[runtime].status == "pass", (runtime, status[runtime].reason)
+    assert not report.passed
