@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 WEIGHTS_DIR ?= $(abspath ../shared/weights)
 export MOBILESEG_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench parity clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The zoo's parity matrix (model × target × precision × runtime), int8 included: results/parity.{json,md}.
+parity: setup
+	$(BIN)/python -m mobileseg.verify.matrix --precision int8 --out results/parity.json --markdown results/parity.md
 
 bench: setup
 	$(BIN)/python -m mobileseg.bench.suite --out results/bench.json

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
+from mobileseg.quiet import captured_output
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -52,27 +53,6 @@ class TfliteOptions:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "precisions": list(self.precisions)}
-
-
-@contextlib.contextmanager
-def _captured_output(log_path: Path) -> Iterator[None]:
-    """Send this process's stdout/stderr (Python and C++ alike) to ``log_path`` for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log, open(log_path, "a") as text:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:  # Python-level streams too: a host (pytest, a notebook) may have replaced sys.stdout
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 @contextlib.contextmanager
@@ -114,18 +94,20 @@ def export_tflite(
     NCHW logits shape, used to tell the layout of each written output.
     """
     options.validate(input_format)
-    try:
-        import onnx2tf
-    except ImportError as exc:
-        raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
+        try:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            with captured_output(log_path):  # TensorFlow's import-time log lines
+                import onnx2tf
+        except ImportError as exc:
+            raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
         source = workdir / "model.onnx"
         shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
         saved_model = workdir / "saved_model"
         try:
-            with _onnx2tf_environment(workdir), _captured_output(log_path):
+            with _onnx2tf_environment(workdir), captured_output(log_path):
                 onnx2tf.convert(
                     input_onnx_file_path=str(source),
                     output_folder_path=str(saved_model),
@@ -147,7 +129,7 @@ def export_tflite(
                 shutil.copyfile(written[precision], target)
             else:
                 try:
-                    with _captured_output(log_path):
+                    with captured_output(log_path):
                         data = _quantize(saved_model, precision, calibration, options)
                 except Exception as exc:
                     raise _failure(model_name, f"{precision} quantisation", exc, log_path) from exc

@@ -13,6 +13,7 @@ that runner, not of the model.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ArtifactError
+from mobileseg.quiet import captured_output
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 
 
@@ -57,8 +59,9 @@ class TfliteSession(Session):
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         start = time.perf_counter()
         try:
-            self.interpreter = module.Interpreter(**kwargs)
-            self.interpreter.allocate_tensors()
+            with captured_output(os.devnull):  # "INFO: Created TensorFlow Lite XNNPACK delegate" per session
+                self.interpreter = module.Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
         except Exception as exc:
             raise ArtifactError(f"{runtime.name} cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
         load_seconds = time.perf_counter() - start

@@ -1,0 +1,102 @@
+"""``make parity``: the parity matrix of the whole zoo (model × target × precision × runtime → metrics).
+
+Exports every zoo model with its recipe (official weights, default input size) to every target into
+``artifacts/<model>`` (up-to-date folders are reused through their manifest fingerprint), then writes
+one JSON and one Markdown table. ``--precision`` adds precisions beyond the recipes' defaults (e.g. int8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from mobileseg import zoo
+from mobileseg.recipes import load_recipe, precisions
+from mobileseg.verify.metrics import fmt
+
+COLUMNS = ("model", "input", "target", "precision", "runtime", "status", "max_rel", "cosine", "psnr_db", "argmax_agreement", "miou")
+
+
+def matrix_rows(reports: dict[str, dict]) -> list[dict]:
+    rows = []
+    for model, entry in reports.items():
+        for result in entry["report"]["results"]:
+            if result["status"] == "skipped":
+                continue
+            worst = result["worst"]
+            rows.append({
+                "model": model, "input": entry["input"], "target": result["target"], "precision": result["precision"],
+                "runtime": result["runtime"], "status": result["status"], "reason": result["reason"],
+                **{k: worst.get(k) for k in COLUMNS[6:]},
+            })  # fmt: skip
+    return rows
+
+
+def to_markdown(rows: list[dict], skipped: list[str]) -> str:
+    lines = [
+        "| model | input | target | precision | runtime | status | max rel | cosine | PSNR dB | argmax agree | mIoU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        values = [fmt(float(row[k])) if row[k] is not None else "-" for k in COLUMNS[6:]]
+        lines.append("| " + " | ".join([row["model"], row["input"], row["target"], row["precision"], row["runtime"],
+                                         row["status"].upper(), *values]) + " |")  # fmt: skip
+    if skipped:
+        lines.append("")
+        lines += [f"Not run here: {s}" for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mobileseg.export.pipeline import ExportRequest, export_model
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="results/parity.json")
+    parser.add_argument("--markdown", default="results/parity.md")
+    parser.add_argument("--artifacts", default="artifacts")
+    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--precision", nargs="*", default=[], help="extra precisions, e.g. int8")
+    args = parser.parse_args(argv)
+
+    reports: dict[str, dict] = {}
+    skipped: set[str] = set()
+    started = time.perf_counter()
+    for name in args.models or zoo.names():
+        recipe = load_recipe(name)
+        wanted = sorted({p for t, o in recipe.targets.items() for p in precisions(t, o)} | set(args.precision))
+        t0 = time.perf_counter()
+        result = export_model(ExportRequest(
+            model=name, targets=["all"], precisions=wanted, out=Path(args.artifacts) / name, force=True,
+        ))  # fmt: skip
+        seconds = time.perf_counter() - t0
+        report = result.report.to_dict()
+        reports[name] = {"input": "x".join(map(str, recipe.input_size)), "report": report, "cached": result.cached,
+                         "seconds": round(seconds, 2), "folder": str(result.folder)}  # fmt: skip
+        skipped |= {f"{r['runtime']} ({r['reason']})" for r in report["results"] if r["status"] == "skipped"}
+        print(f"{name}: {'up to date' if result.cached else 'exported'} in {seconds:.1f} s, "
+              f"parity {'PASS' if result.report.passed else 'FAIL'}", flush=True)  # fmt: skip
+    rows = matrix_rows(reports)
+    document = {
+        "schema": "mobileseg.parity-matrix/1",
+        "host": {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version()},
+        "seconds": round(time.perf_counter() - started, 2),
+        "rows": rows,
+        "not_run": sorted(skipped),
+        "models": reports,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
+    Path(args.markdown).write_text(to_markdown(rows, sorted(skipped)))
+    failed = [r for r in rows if r["status"] != "pass"]
+    print(f"{len(rows)} rows, {len(failed)} not passing; wrote {args.out} and {args.markdown}")
+    for row in failed:
+        print(f"  {row['status'].upper()} {row['model']} {row['target']} {row['precision']} {row['runtime']}: {row['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
