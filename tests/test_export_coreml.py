@@ -60,7 +60,7 @@ def test_image_input_folds_scale_bias_and_channel_order(tmp_path):
 
     model = zoo.build("sinet").eval()
     norm = zoo.spec("sinet").normalization
-    info = CoreMLModelInfo("sinet", "test", ("bg", "fg"), "logits", norm, "rgb01", "src", "MIT", {})
+    info = CoreMLModelInfo("sinet", "test", ("bg", "fg"), "logits", norm, "rgb01", "src", "MIT")
     (entry,) = export_coreml(model, (1, 3, 224, 224), tmp_path, CoreMLOptions(precisions=("fp32",), input_type="image"), info)
     assert entry["io"]["input"]["kind"] == "image" and entry["io"]["input"]["color_layout"] == "BGR"
     session = get_runtime("mil-reference").load(tmp_path / entry["file"], io=entry["io"])
@@ -76,7 +76,7 @@ def test_unconvertible_op_names_model_target_and_op(tmp_path):
         def forward(self, x):
             return torch.special.erfinv(x.clamp(-0.5, 0.5))
 
-    info = CoreMLModelInfo("toy", "toy", ("a",), "logits", Normalization((0, 0, 0), (1, 1, 1)), "rgb01", "src", "MIT", {})
+    info = CoreMLModelInfo("toy", "toy", ("a",), "logits", Normalization((0, 0, 0), (1, 1, 1)), "rgb01", "src", "MIT")
     with pytest.raises(ExportError, match=r"cannot convert toy to coreml fp16 at op special_erfinv"):
         export_coreml(Unconvertible(), (1, 3, 8, 8), tmp_path, CoreMLOptions(precisions=("fp16",)), info)
     assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,7 @@ from torch import nn
 
 from mobileseg.errors import ExportError
 from mobileseg.export.preprocess import WithPreprocessing
-from mobileseg.runtimes.coreml_support import import_coremltools
+from mobileseg.runtimes.coreml_support import coremltools_log, import_coremltools
 from mobileseg.zoo import Normalization
 
 PRECISIONS = ("fp16", "fp32")
@@ -80,7 +80,6 @@ class CoreMLModelInfo:
     input_format: str
     checkpoint_source: str
     license: str
-    extra_metadata: dict[str, str]
 
 
 def export_coreml(
@@ -138,24 +137,11 @@ def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
         return torch.jit.trace(wrapped, example)
 
 
-class _ConversionLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, model_name: str):
-    log = _ConversionLog()
-    logger = logging.getLogger("coremltools")
-    logger.addHandler(log)
-    previous_propagate = logger.propagate
-    logger.propagate = False
+    messages: list[str] = []
     try:
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():  # per-pass progress bars
-            warnings.simplefilter("ignore")
+        with coremltools_log(logging.ERROR) as messages, contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the stderr redirect hides the converter's per-pass progress bars
             return ct.convert(
                 source,
                 inputs=[coreml_input],
@@ -166,7 +152,7 @@ def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, m
             )
     except Exception as exc:
         where = ""
-        for message in log.messages:
+        for message in messages:
             found = re.search(r"converting '([^']+)' op \(located at: '([^']*)'\)", message)
             if found:
                 where = f" at op {found.group(1)} ({found.group(2)})"
@@ -175,9 +161,6 @@ def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, m
             where = f" at op {unsupported.group(1)} (no Core ML converter for it)"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"cannot convert {model_name} to coreml {precision}{where}: {detail}") from exc
-    finally:
-        logger.removeHandler(log)
-        logger.propagate = previous_propagate
 
 
 def _describe(mlmodel, info: CoreMLModelInfo, options: CoreMLOptions, precision: str) -> None:
@@ -207,7 +190,6 @@ def _describe(mlmodel, info: CoreMLModelInfo, options: CoreMLOptions, precision:
         "mobileseg.normalization": json.dumps(norm.to_dict()),
         "mobileseg.output_kind": info.output_kind,
         "mobileseg.classes": ",".join(info.classes),
-        **info.extra_metadata,
     }
     if options.input_type == "image":  # Xcode's model preview then shows the segmentation of a dropped picture
         metadata["com.apple.coreml.model.preview.type"] = "imageSegmenter"

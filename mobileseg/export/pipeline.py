@@ -164,11 +164,11 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def export_fingerprint(recipe: Recipe, weights: dict, threads: int | None) -> str:
+def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None) -> str:
     """What determines an artifact folder's content: recipe, weights, tool versions, mobileseg's code."""
     identity = {
         "recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"),
-        "versions": tool_versions(), "source": source_digest(), "threads": threads,
+        "versions": versions, "source": source_digest(), "threads": threads,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -211,7 +211,8 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
     weights = resolve_weights(recipe, request.weights, request.random_weights)
     weights_info = weights_record(recipe, weights)
-    fingerprint = export_fingerprint(recipe, weights_info, request.threads)
+    versions = tool_versions()
+    fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
     if request.use_cache:
         cached = _cached(out, fingerprint, recipe)
         if cached is not None:
@@ -295,7 +296,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "inputs": inputs,
             "outputs": outputs,
             "artifacts": artifacts,
-            "versions": tool_versions(),
+            "versions": versions,
             "seed": recipe.seed,
             "fingerprint": fingerprint,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -329,7 +330,6 @@ def _coreml_info(recipe: Recipe) -> CoreMLModelInfo:
         name=recipe.model, description=spec.description, classes=tuple(spec.class_names),
         output_kind=spec.output_kind, normalization=recipe.normalization, input_format=recipe.input_format,
         checkpoint_source=spec.checkpoint.source, license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)",
-        extra_metadata={k: v for k, v in _onnx_metadata(recipe).items() if k not in ("mobileseg.model", "mobileseg.classes", "mobileseg.output_kind", "mobileseg.input_format", "mobileseg.normalization")},
     )  # fmt: skip
 
 

@@ -61,7 +61,6 @@ def _onnx2tf_environment(workdir: Path) -> Iterator[None]:
     np.save(workdir / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
     previous_cwd, previous_path = os.getcwd(), os.environ.get("PATH", "")
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), previous_path])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.chdir(workdir)
     try:
         yield

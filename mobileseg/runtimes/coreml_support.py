@@ -10,9 +10,11 @@ Input contract of a Core ML artifact (``io["input"]`` in its manifest entry):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -23,12 +25,27 @@ _notes: list[str] = []
 
 
 class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def coremltools_log(level: int = logging.WARNING) -> Iterator[list[str]]:
+    """Collect coremltools' log messages of ``level`` and above instead of printing them; yields the list."""
+    handler = _Collect(level)
+    logger = logging.getLogger("coremltools")
+    logger.addHandler(handler)
+    previous_propagate = logger.propagate
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous_propagate
 
 
 def import_coremltools() -> ModuleType:
@@ -41,16 +58,12 @@ def import_coremltools() -> ModuleType:
     """
     if "coremltools" in sys.modules:
         return sys.modules["coremltools"]
-    handler = _Collect()
-    logger = logging.getLogger("coremltools")
-    logger.addHandler(handler)
-    previous_propagate = logger.propagate
-    logger.propagate = False
     hide_tf = "tensorflow" not in sys.modules
     if hide_tf:
         sys.modules["tensorflow"] = None  # type: ignore[assignment]  # makes `import tensorflow` fail fast
     try:
-        module = importlib.import_module("coremltools")
+        with coremltools_log() as messages:
+            module = importlib.import_module("coremltools")
     except ImportError as exc:
         raise MissingDependencyError(
             "the coreml target needs coremltools: pip install 'mobileseg[coreml]' (coremltools==9.0)"
@@ -58,9 +71,7 @@ def import_coremltools() -> ModuleType:
     finally:
         if hide_tf:
             del sys.modules["tensorflow"]
-        logger.removeHandler(handler)
-        logger.propagate = previous_propagate
-    for message in handler.messages:
+    for message in messages:
         if "has not been tested with coremltools" in message:
             _notes.append(f"coremltools {module.__version__}: {message.split('. ')[0]}")
     return module

@@ -143,15 +143,21 @@ def matmul(x, y, transpose_x=False, transpose_y=False):
     return torch.matmul(x, y)
 
 
+def _channel_affine(x, gamma, beta):
+    """``x · gamma + beta`` with per-channel (axis 1) vectors, either of which may be absent."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    if gamma is not None:
+        x = x * as_tensor(gamma).view(shape)
+    if beta is not None:
+        x = x + as_tensor(beta).view(shape)
+    return x
+
+
 @kernel("batch_norm")
 def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
     shape = [1, -1] + [1] * (x.dim() - 2)
     out = (x - as_tensor(mean).view(shape)) / torch.sqrt(as_tensor(variance).view(shape) + float(epsilon))
-    if gamma is not None:
-        out = out * as_tensor(gamma).view(shape)
-    if beta is not None:
-        out = out + as_tensor(beta).view(shape)
-    return out
+    return _channel_affine(out, gamma, beta)
 
 
 @kernel("instance_norm")
@@ -159,13 +165,7 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
     axes = list(range(2, x.dim()))
     mean = x.mean(dim=axes, keepdim=True)
     variance = x.var(dim=axes, keepdim=True, unbiased=False)
-    out = (x - mean) / torch.sqrt(variance + float(epsilon))
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    if gamma is not None:
-        out = out * as_tensor(gamma).view(shape)
-    if beta is not None:
-        out = out + as_tensor(beta).view(shape)
-    return out
+    return _channel_affine((x - mean) / torch.sqrt(variance + float(epsilon)), gamma, beta)
 
 
 # -------------------------------------------------------------------------------------------- activations

@@ -23,6 +23,7 @@ from mobileseg.errors import ArtifactError, ExportError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 from mobileseg.runtimes.coreml_support import coreml_input_array, import_coremltools
 from mobileseg.runtimes.mil_ops import KERNELS
+from mobileseg.runtimes.torch_runtime import torch_threads
 
 NOTE = "MIL reference executor: checks the converted Core ML graph on Linux, not Apple's kernels"
 
@@ -108,8 +109,7 @@ class MilProgram:
     def _value(var, values: dict):
         if var.val is not None and var.name not in values:
             return var.val
-        value = values[var.name]
-        return value
+        return values[var.name]
 
 
 class MilReferenceSession(Session):
@@ -131,13 +131,8 @@ class MilReferenceSession(Session):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {name: coreml_input_array(inputs[name], self.io.get("input", {})) for name in self.input_names}
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return self.program.run(feeds)
-        finally:
-            torch.set_num_threads(previous)
 
 
 class MilReferenceRuntime(Runtime):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,18 @@ from torch import nn
 
 from mobileseg.errors import RuntimeUnavailableError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run PyTorch with ``threads`` intra-op threads (None: leave as is), restoring the previous count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class TorchSession(Session):
@@ -24,14 +37,8 @@ class TorchSession(Session):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in self.input_names]
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                outputs = self.module(*args)
-        finally:
-            torch.set_num_threads(previous)
+        with torch_threads(self.threads), torch.inference_mode():
+            outputs = self.module(*args)
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
         return {name: out.numpy() for name, out in zip(self.output_names, outputs)}
