@@ -13,7 +13,7 @@ from conftest import official_weights  # noqa: E402
 
 from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
 from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
-from mobileseg.export.tflite import TfliteOptions, export_tflite  # noqa: E402
+from mobileseg.export.tflite import TfliteOptions, ambiguous_tensors, export_tflite  # noqa: E402
 from mobileseg.recipes import load_recipe  # noqa: E402
 from mobileseg.runtimes import get_runtime  # noqa: E402
 from mobileseg.verify.parity import run_parity  # noqa: E402
@@ -106,3 +106,60 @@ def test_parity_catches_the_tflite_runtime_xnnpack_prelu_bug(tmp_path):
     for runtime in ("litert", "litert-noxnn", "tflite-runtime-noxnn"):
         assert status[runtime].status == "pass", (runtime, status[runtime].reason)
     assert not report.passed
+
+
+class ChannelsEqualWidth(nn.Module):
+    """Concat + residual add + BatchNorm + PReLU on a [1, 32, 16, 32] tensor: 32 channels, 32 columns.
+
+    The pattern of c3net's stages; onnx2tf converts the static graph into a file that runs but applies
+    the per-channel ops along the wrong axis.
+    """
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1)
+        self.left = nn.Conv2d(32, 16, 3, padding=1)
+        self.right = nn.Conv2d(32, 16, 3, padding=2, dilation=2)
+        self.bn = nn.BatchNorm2d(32)
+        self.act = nn.PReLU(32)
+        self.head = nn.Conv2d(32, 4, 1)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+            self.bn.weight.uniform_(0.5, 2)
+            self.act.weight.uniform_(0, 0.5)
+
+    def forward(self, x):
+        stem = self.stem(x)
+        return self.head(self.act(self.bn(torch.cat([self.left(stem), self.right(stem)], 1) + stem)))
+
+
+def test_channel_count_equal_to_a_spatial_size_converts_with_symbolic_height_and_width(tmp_path):
+    model = ChannelsEqualWidth().eval()
+    example = torch.rand(1, 3, 32, 64)
+    static_onnx, symbolic_onnx = tmp_path / "static.onnx", tmp_path / "symbolic.onnx"
+    export_onnx(model, example, static_onnx, OnnxOptions())
+    export_onnx(model, example, symbolic_onnx, OnnxOptions(dynamic_spatial=True))
+    assert "/bn/BatchNormalization_output_0" in ambiguous_tensors(static_onnx)
+    calibration = np.random.default_rng(0).random((2, 3, 32, 64)).astype(np.float32)
+    expected = model(torch.from_numpy(calibration[:1])).detach().numpy()
+
+    def relative_error(symbolic):
+        out = tmp_path / ("symbolic" if symbolic else "static")
+        out.mkdir()
+        (entry,) = export_tflite(static_onnx, out, TfliteOptions(precisions=("fp32",)), calibration, "rgb01",
+                                 (1, 4, 16, 32), "toy", symbolic_onnx if symbolic else None)  # fmt: skip
+        assert entry["onnx2tf_shapes"] == ("symbolic" if symbolic else "static")
+        assert entry["io"]["input"]["shape"] == [1, 32, 64, 3]  # frozen to the static shape again
+        session = get_runtime("litert-noxnn").load(out / entry["file"], io=entry["io"])
+        return float(np.abs(session.run({"image": calibration[:1]})["logits"] - expected).max() / np.abs(expected).max())
+
+    assert relative_error(symbolic=False) > 0.1  # onnx2tf's wrong axis: what parity would report
+    assert relative_error(symbolic=True) < 1e-5
+
+
+def test_unambiguous_graphs_keep_the_static_conversion(tmp_path):
+    onnx_path = tmp_path / "prelu.onnx"
+    export_onnx(SharedSlopePReLU().eval(), torch.rand(1, 3, 24, 40), onnx_path, OnnxOptions())
+    assert ambiguous_tensors(onnx_path) == []

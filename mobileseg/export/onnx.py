@@ -32,6 +32,7 @@ class OnnxOptions:
     exporter: str = "torchscript"  # or "dynamo"
     simplify: bool = True
     dynamic_batch: bool = False
+    dynamic_spatial: bool = False  # symbolic height and width on the input and output
     input_name: str = "image"
     output_name: str = "logits"
 
@@ -61,9 +62,10 @@ def export_onnx(
         raise ExportError(f"ONNX opset {options.opset} is not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
     if options.exporter not in ("torchscript", "dynamo"):
         raise ExportError(f"unknown ONNX exporter {options.exporter!r}; choose torchscript or dynamo")
-    dynamic_axes = None
-    if options.dynamic_batch:
-        dynamic_axes = {options.input_name: {0: "batch"}, options.output_name: {0: "batch"}}
+    axes = {0: "batch"} if options.dynamic_batch else {}
+    if options.dynamic_spatial:
+        axes |= {2: "height", 3: "width"}
+    dynamic_axes = {options.input_name: axes, options.output_name: axes} if axes else None
     raw_path = path.with_suffix(".raw.onnx")
     try:
         with warnings.catch_warnings():
@@ -71,8 +73,8 @@ def export_onnx(
             # recorded as constants (our exports are static by design).
             warnings.simplefilter("ignore")
             kwargs = {"dynamo": options.exporter == "dynamo"}
-            if options.exporter == "dynamo" and options.dynamic_batch:
-                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+            if options.exporter == "dynamo" and axes:
+                kwargs["dynamic_shapes"] = ({axis: torch.export.Dim(name) for axis, name in axes.items()},)
             elif dynamic_axes:
                 kwargs["dynamic_axes"] = dynamic_axes
             torch.onnx.export(

@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from mobileseg.export.artifact import (
 from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml
 from mobileseg.export.onnx import OnnxOptions, export_onnx
 from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
-from mobileseg.export.tflite import TfliteOptions, export_tflite
+from mobileseg.export.tflite import TfliteOptions, ambiguous_tensors, export_tflite
 from mobileseg.images import calibration_images
 from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
 from mobileseg.runtimes.coreml_support import coremltools_notes
@@ -274,10 +274,16 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                 seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
             )  # fmt: skip
             calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
-            artifacts += export_tflite(
+            symbolic_onnx = None
+            if ambiguous_tensors(onnx_path):
+                symbolic_onnx = Path(scratch) / "model_symbolic.onnx"
+                export_onnx(reference, example, symbolic_onnx, replace(options, dynamic_spatial=True))
+            tflite_artifacts = export_tflite(
                 onnx_path, staging, tflite_options, calibration, recipe.input_format,
-                spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model,
+                spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model, symbolic_onnx,
             )  # fmt: skip
+            notes += sorted({entry.pop("note") for entry in tflite_artifacts if "note" in entry})
+            artifacts += tflite_artifacts
             timings["tflite"] = time.perf_counter() - started
         say("checking parity against PyTorch")
         started = time.perf_counter()

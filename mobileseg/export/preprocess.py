@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mobileseg.zoo import Normalization
 
@@ -19,27 +20,35 @@ INPUT_DTYPES = {"rgb01": "float32", "uint8": "uint8", "normalized": "float32"}
 
 
 class WithPreprocessing(nn.Module):
-    """Wraps a zoo model so that it takes ``input_format`` input; outputs are unchanged logits."""
+    """Wraps a zoo model so that it takes ``input_format`` input; outputs are unchanged logits.
+
+    The channel reorder, the 1/255 of uint8 input and the normalisation are one fixed 1×1 convolution
+    (``out[c] = x[order[c]] · scale / std[c] − mean[c] / std[c]``): a single op that every converter maps
+    well. A channel gather is the obvious alternative, but onnx2tf loses the tensor layout after it when
+    the height and width are symbolic.
+    """
 
     def __init__(self, model: nn.Module, normalization: Normalization, input_format: str):
         super().__init__()
         self.model = model
         self.input_format = input_format
         order = [2, 1, 0] if normalization.channel_order == "bgr" else [0, 1, 2]
-        self.register_buffer("channel_order", torch.tensor(order), persistent=False)
-        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
-        self.reorder = normalization.channel_order == "bgr"
+        scale = 1 / 255.0 if input_format == "uint8" else 1.0
+        mean = torch.tensor(normalization.mean, dtype=torch.float64)
+        std = torch.tensor(normalization.std, dtype=torch.float64)
+        weight = torch.zeros(3, 3, 1, 1, dtype=torch.float64)
+        for out_channel, in_channel in enumerate(order):
+            weight[out_channel, in_channel] = scale / std[out_channel]
+        self.register_buffer("weight", weight.float(), persistent=False)
+        self.register_buffer("bias", (-mean / std).float(), persistent=False)
+        self.register_buffer("std", std.float().view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.input_format == "normalized":
             return self.model(image)
         if self.input_format == "centered":
             return self.model(image / self.std)
-        x = image.float() / 255.0 if self.input_format == "uint8" else image
-        if self.reorder:
-            x = x.index_select(1, self.channel_order)
-        return self.model((x - self.mean) / self.std)
+        return self.model(F.conv2d(image.float(), self.weight, self.bias))
 
 
 def example_input(input_format: str, batch: int, height: int, width: int) -> torch.Tensor:

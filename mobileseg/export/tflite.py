@@ -6,12 +6,20 @@ here (not by onnx2tf's ``-oiqt``), so calibration uses real pictures and int8 I/
 
 onnx2tf needs handling that this module does for the user:
 
-* offline, it tries to download a sample-image file for any 3-channel input: a generated file of the same
-  name is put in its working directory first (the calibration here never reads it);
+* offline, it tries to download a sample-image file for any 3-channel input. It runs that picture through
+  ONNX and TensorFlow to choose between candidate transposes (its "accuracy compensation"), so a real
+  photo in the model's input format is put in its working directory under that file name;
 * it rewrites the input ``.onnx`` in place: it converts a copy;
 * it runs ``onnxsim`` as a subprocess found on ``PATH``: the interpreter's ``bin`` folder is put first.
 
 Output layouts are read from the written files, not assumed: onnx2tf leaves some outputs NCHW.
+
+onnx2tf also decides which axis is the channel axis from the tensor shapes. Where a channel count equals a
+spatial size (c3net at 512×1024 has [1, 128, 64, 128]), it can apply a per-channel op along the width:
+that TFLite file ran but disagreed with ONNX everywhere (max rel 6, argmax agreement 0.02). For such
+graphs the caller passes the same network exported with symbolic height and width: no spatial size is
+known during conversion, so none can be mistaken for the channel count, and the SavedModel is frozen to
+the static input shape afterwards. `ambiguous_tensors` tells when.
 """
 
 from __future__ import annotations
@@ -55,10 +63,23 @@ class TfliteOptions:
         return {**asdict(self), "precisions": list(self.precisions)}
 
 
+def ambiguous_tensors(onnx_path: Path) -> list[str]:
+    """Names of the 4-D tensors whose channel count equals their height or width (see the module notes)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path), load_external_data=False))
+    names = []
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+        if len(dims) == 4 and all(dims) and dims[1] > 1 and dims[1] in dims[2:]:
+            names.append(value.name)
+    return names
+
+
 @contextlib.contextmanager
-def _onnx2tf_environment(workdir: Path) -> Iterator[None]:
-    """onnx2tf's working directory (with the sample file it would download) and ``onnxsim`` on PATH."""
-    np.save(workdir / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
+def _onnx2tf_environment(workdir: Path, sample_nhwc: np.ndarray) -> Iterator[None]:
+    """onnx2tf's working directory (with the sample picture it would download) and ``onnxsim`` on PATH."""
+    np.save(workdir / ONNX2TF_SAMPLE, sample_nhwc.astype(np.float32))
     previous_cwd, previous_path = os.getcwd(), os.environ.get("PATH", "")
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), previous_path])
     os.chdir(workdir)
@@ -86,62 +107,134 @@ def export_tflite(
     input_format: str,
     expected_output: tuple[int, ...],
     model_name: str,
+    symbolic_onnx: Path | None = None,
 ) -> list[dict]:
     """Convert the exported ONNX file into one ``model_<precision>.tflite`` per precision in ``folder``.
 
-    ``calibration`` is NCHW in the model's input format (used for int8); ``expected_output`` is the
-    NCHW logits shape, used to tell the layout of each written output.
+    ``calibration`` is NCHW in the model's input format (used for int8, and its first pictures as onnx2tf's
+    sample); ``expected_output`` is the NCHW logits shape, used to tell the layout of each written output.
+    ``symbolic_onnx``, the same network with symbolic height and width, is converted instead of
+    ``onnx_path`` when given (see the module notes); if onnx2tf cannot convert it, the static file is.
     """
     options.validate(input_format)
+    batch, (height, width) = expected_output[0], calibration.shape[2:]
+    sample = np.resize(calibration, (batch, *calibration.shape[1:])).transpose(0, 2, 3, 1)
+    static_shape = (batch, 3, height, width) if options.keep_nchw else (batch, height, width, 3)
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
         try:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             with captured_output(log_path):  # TensorFlow's import-time log lines
-                import onnx2tf
+                import onnx2tf  # noqa: F401  (fail early with a clear message)
         except ImportError as exc:
             raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
-        source = workdir / "model.onnx"
-        shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
-        saved_model = workdir / "saved_model"
-        try:
-            with _onnx2tf_environment(workdir), captured_output(log_path):
-                onnx2tf.convert(
-                    input_onnx_file_path=str(source),
-                    output_folder_path=str(saved_model),
-                    output_signaturedefs=True,
-                    keep_ncw_or_nchw_or_ncdhw_input_names=["image"] if options.keep_nchw else None,
-                    non_verbose=True,
-                    verbosity="error",
-                )
-        except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
-            raise _failure(model_name, "onnx2tf", exc, log_path) from exc
+        saved_model, shapes, note = None, "static", None
+        if symbolic_onnx is not None:
+            try:
+                saved_model = _onnx2tf(symbolic_onnx, workdir / "symbolic", sample, options, log_path, static_shape)
+                shapes = "symbolic"
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 (any onnx2tf failure: fall back to the static graph)
+                note = f"onnx2tf could not convert with symbolic height/width ({_first_line(exc)}); converted the static graph"
+        if saved_model is None:
+            try:
+                saved_model = _onnx2tf(onnx_path, workdir / "static", sample, options, log_path)
+            except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
+                raise _failure(model_name, "onnx2tf", exc, log_path) from exc
         written = {"fp32": saved_model / "model_float32.tflite", "fp16": saved_model / "model_float16.tflite"}
-        missing = [str(p.name) for k, p in written.items() if k in options.precisions and not p.is_file()]
-        if missing:
-            raise _failure(model_name, "onnx2tf", ExportError(f"onnx2tf wrote no {', '.join(missing)}"), log_path)
+        if shapes == "static":
+            missing = [str(p.name) for k, p in written.items() if k in options.precisions and not p.is_file()]
+            if missing:
+                raise _failure(model_name, "onnx2tf", ExportError(f"onnx2tf wrote no {', '.join(missing)}"), log_path)
         entries = []
         for precision in options.precisions:
             target = folder / f"model_{precision}.tflite"
-            if precision in written:
+            if shapes == "static" and precision in written:
                 shutil.copyfile(written[precision], target)
             else:
                 try:
                     with captured_output(log_path):
-                        data = _quantize(saved_model, precision, calibration, options)
+                        data = _convert(saved_model, precision, calibration, options, static_shape if shapes == "symbolic" else None)
                 except Exception as exc:
-                    raise _failure(model_name, f"{precision} quantisation", exc, log_path) from exc
+                    raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
                 target.write_bytes(data)
-            entries.append(_describe(target, precision, options, input_format, expected_output))
+            entry = _describe(target, precision, options, input_format, expected_output)
+            entry["onnx2tf_shapes"] = shapes
+            if note:
+                entry["note"] = note
+            entries.append(entry)
     return entries
 
 
-def _quantize(saved_model: Path, precision: str, calibration: np.ndarray, options: TfliteOptions) -> bytes:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _onnx2tf(
+    onnx_path: Path, workdir: Path, sample: np.ndarray, options: TfliteOptions, log_path: Path,
+    static_shape: tuple[int, ...] | None = None,
+) -> Path:
+    """Run onnx2tf on a copy of ``onnx_path`` in ``workdir``; returns its SavedModel folder.
+
+    ``static_shape`` (the model's input shape) is given for a graph with symbolic height and width: onnx2tf
+    then uses it for its test inference only.
+    """
+    import onnx2tf
+
+    workdir.mkdir()
+    source = workdir / "model.onnx"
+    shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
+    saved_model = workdir / "saved_model"
+    hints = None
+    if static_shape is not None:
+        b, *rest = static_shape
+        nchw = static_shape if options.keep_nchw else (b, rest[2], rest[0], rest[1])
+        hints = [f"image:{','.join(str(v) for v in nchw)}"]
+    with _onnx2tf_environment(workdir, sample), captured_output(log_path):
+        onnx2tf.convert(
+            input_onnx_file_path=str(source),
+            output_folder_path=str(saved_model),
+            output_signaturedefs=True,
+            keep_ncw_or_nchw_or_ncdhw_input_names=["image"] if options.keep_nchw else None,
+            shape_hints=hints,
+            non_verbose=True,
+            verbosity="error",
+        )
+    return saved_model
+
+
+def _converter(saved_model: Path, static_shape: tuple[int, ...] | None):
+    """A TFLite converter for the SavedModel; frozen to ``static_shape`` when its input has symbolic sizes."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if static_shape is None:
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures["serving_default"]
+    ((name, spec),) = signature.structured_input_signature[1].items()
+
+    @tf.function(input_signature=[tf.TensorSpec(static_shape, spec.dtype, name=name)])
+    def frozen(image):
+        return signature(**{name: image})
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.get_concrete_function()], loaded)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    return converter
+
+
+def _convert(
+    saved_model: Path, precision: str, calibration: np.ndarray, options: TfliteOptions, static_shape: tuple[int, ...] | None
+) -> bytes:
+    import tensorflow as tf
+
+    converter = _converter(saved_model, static_shape)
+    if precision == "fp32":
+        return converter.convert()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
     # Per-tensor quantised dense layers: the per-channel FULLY_CONNECTED (op version 12) of TF >= 2.15
     # cannot be loaded by older interpreters such as tflite-runtime 2.14; the SE layers are tiny anyway.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
