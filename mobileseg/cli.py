@@ -170,6 +170,167 @@ def verify(
         raise typer.Exit(1)
 
 
+def render_rows(title: str, header: list[str], rows: list[list[str]], caption: str | None = None) -> None:
+    table = Table(title=title, caption=caption)
+    for column in header:
+        table.add_column(column, justify="right" if column.endswith(("ms", "cv", "n", "MMACs", "RF", "rate")) or "ms (" in column else "left")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def render_latency(result: dict, plot: Optional[Path] = None) -> None:
+    from mobileseg.bench.report import plot_sweep, profile_rows, sweep_rows
+
+    if result["fallback"]:
+        out.print(f"[yellow]fallback:[/yellow] measured on the host CPU, not {result['device']['name']}: {result['fallback_reason']}", highlight=False)
+    if result["kind"] == "profile":
+        header, rows = profile_rows(result)
+        p = result["protocol"]
+        render_rows(f"latency of {result['model'] or result['artifact']['path']}", header, rows,
+                    f"protocol: {p['warmup']} warm-up, {p['iterations']} runs, {p['wait_s']:g} s wait, threads {p['threads']}, input {p['input']}")
+    else:
+        header, rows = sweep_rows(result)
+        sweep = result["sweep"]
+        render_rows(f"latency vs dilation: {sweep['block']} on {'x'.join(map(str, sweep['input']))}", header, rows,
+                    "iPhone XS column: quoted from the dissertation (Table 4.4), not measured here")
+        if plot:
+            out.print(f"plot: {plot_sweep(result, plot)}")
+
+
+@app.command()
+def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """List the device profiles (devices/*.yaml) and whether each is reachable now."""
+    from mobileseg.bench.devices import device_names, load_device
+
+    rows = []
+    for name in device_names():
+        device = load_device(name)
+        reachable, why = device.reachability()
+        p = device.protocol
+        rows.append({"name": name, "runtime": device.runtime, "transport": device.transport, "reachable": reachable, "why": why,
+                     "protocol": f"{p.iterations} runs, {p.wait_s:g} s wait, {p.warmup} warm-up, threads {p.threads}",
+                     "description": device.description})  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    render_rows("device profiles", ["device", "runtime", "transport", "reachable", "protocol", "why"],
+                [[r["name"], r["runtime"], r["transport"], "[green]yes[/green]" if r["reachable"] else "[yellow]no → CPU fallback[/yellow]",
+                  r["protocol"], r["why"]] for r in rows])  # fmt: skip
+
+
+@app.command()
+def profile(
+    target: Annotated[str, typer.Argument(help="A zoo model name, an artifact folder, or one artifact file.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile: iphone-xs | android | macos | cpu | a YAML path.")] = "cpu",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", "-r", help="Host runtime (onnxruntime, litert, tflite-runtime, torch, ...).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", "-p", help="Which precision of the artifact folder.")] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Measured runs (default: the device's protocol).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Warm-up runs.")] = None,
+    wait: Annotated[Optional[float], typer.Option(help="Seconds to wait between runs.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = None,
+    min_time: Annotated[Optional[float], typer.Option("--min-time", help="Keep measuring until this many seconds of runs.")] = None,
+    image: Annotated[Optional[str], typer.Option("--input", help="random (seeded) or a bundled photo name, e.g. astronaut.")] = None,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail when the device is unreachable instead of using the host CPU.")] = False,
+    benchmark_model: Annotated[Optional[str], typer.Option("--benchmark-model", help="Path of TFLite's benchmark_model binary (android).")] = None,
+    compute_units: Annotated[Optional[str], typer.Option("--compute-units", help="Core ML: ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+) -> None:
+    """Measure latency with a device's protocol (CPU fallback when the device is not reachable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mobileseg.bench.profile import ProfileRequest
+    from mobileseg.bench.profile import profile as run_profile
+    from mobileseg.bench.report import write_result
+
+    request = ProfileRequest(target, device, runtime, precision, iterations, warmup, wait, threads, min_time, image,
+                             not no_fallback, benchmark_model, compute_units)  # fmt: skip
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err, transient=True) as bar:  # fmt: skip
+            task = bar.add_task(f"profiling {target}", total=None)
+            result = run_profile(
+                request, progress=lambda msg: bar.update(task, description=msg),
+                on_iteration=lambda i, n: bar.update(task, completed=i, total=max(i, n)),
+            )  # fmt: skip
+        if out_file:
+            write_result(result, out_file)
+    except (MobilesegError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    render_latency(result)
+    if out_file:
+        out.print(f"result: {out_file}")
+
+
+sweep_app = typer.Typer(help="Latency sweeps.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.command("dilation")
+def sweep_dilation(
+    rates: Annotated[str, typer.Option(help="Comma-separated dilation rates.")] = "2,6,12,18",
+    channels: Annotated[int, typer.Option(help="Channels of the block.")] = 128,
+    size: Annotated[str, typer.Option(help="HxW of the input.")] = "120x120",
+    block: Annotated[str, typer.Option(help="dwsep | dw | c3 | s2 (s2: pooling at equal receptive field).")] = "dwsep",
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | tflite (repeatable).")] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile whose protocol to use.")] = "cpu",
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Measured runs per rate.")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Warm-up runs.")] = None,
+    wait: Annotated[Optional[float], typer.Option(help="Seconds to wait between runs.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads.")] = None,
+    out_file: Annotated[Path, typer.Option("--out", help="Result JSON.")] = Path("results/sweep-dilation.json"),
+    plot: Annotated[Optional[Path], typer.Option(help="PNG plot (default: beside --out).")] = None,
+) -> None:
+    """Latency per dilation rate (default: the dissertation's Table 4.4 setup), with the graph facts per rate."""
+    from dataclasses import replace
+
+    from mobileseg.bench.devices import load_device
+    from mobileseg.bench.report import write_result
+    from mobileseg.bench.sweep import SweepRequest, run_sweep
+
+    try:
+        try:
+            rate_values = tuple(int(v) for v in rates.split(","))
+        except ValueError:
+            raise MobilesegError(f"--rates {rates!r} is not a comma-separated list of integers") from None
+        height_width = parse_size(size)
+        base = load_device(device).protocol
+        overrides = {"iterations": iterations, "warmup": warmup, "wait_s": wait, "threads": threads}
+        protocol = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        protocol.validate()
+        request = SweepRequest(rate_values, channels, height_width, block, tuple(target or ("onnx", "tflite")), device, protocol)
+        with err.status("sweeping") as status:
+            result = run_sweep(request, progress=lambda msg: status.update(msg))
+        write_result(result, out_file)
+    except (MobilesegError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    render_latency(result, plot or out_file.with_suffix(".png"))
+    out.print(f"result: {out_file}")
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A result JSON written by `mobileseg profile` or `mobileseg sweep`.")],
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw a sweep's plot here.")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table instead.")] = False,
+) -> None:
+    """Re-render a saved latency result as a table (and a sweep as a plot) without re-running."""
+    from mobileseg.bench.report import load_result, plot_sweep, profile_rows, sweep_rows
+    from mobileseg.bench.report import to_markdown as rows_markdown
+
+    try:
+        result = load_result(results)
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    if markdown:
+        header, rows = profile_rows(result) if result["kind"] == "profile" else sweep_rows(result)
+        print(rows_markdown(header, rows), end="")
+        if plot and result["kind"] == "sweep":
+            plot_sweep(result, plot)
+        return
+    render_latency(result, plot if result["kind"] == "sweep" else None)
+
+
 def main() -> None:
     app()
 

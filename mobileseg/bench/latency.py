@@ -55,17 +55,58 @@ def time_ms(run: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
-def measure(run: Callable[[], object], iterations: int, warmup: int = 5, wait_s: float = 0.0) -> LatencyStats:
-    """Time ``run()``: one first run, ``warmup`` untimed runs, then ``iterations`` timed runs
-    separated by ``wait_s`` seconds of sleep (outside the timed region)."""
+def measure(
+    run: Callable[[], object],
+    iterations: int,
+    warmup: int = 5,
+    wait_s: float = 0.0,
+    min_time_s: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> LatencyStats:
+    """Time ``run()``: one first run, ``warmup`` untimed runs, then at least ``iterations`` timed runs
+    (more until ``min_time_s`` of measured time) separated by ``wait_s`` seconds of sleep outside the
+    timed region. ``progress(i)`` is called after each measured run."""
     if iterations < 1:
         raise ValueError("iterations must be >= 1")
+    if warmup < 0 or wait_s < 0 or min_time_s < 0:
+        raise ValueError("warmup, wait and minimum time must not be negative")
     first_ms = time_ms(run)
     for _ in range(warmup):
         run()
-    samples = []
-    for i in range(iterations):
-        if wait_s and i:
+    samples: list[float] = []
+    measured_ms = 0.0
+    while len(samples) < iterations or measured_ms < min_time_s * 1e3:
+        if wait_s and samples:
             time.sleep(wait_s)
-        samples.append(time_ms(run))
+        sample = time_ms(run)
+        samples.append(sample)
+        measured_ms += sample
+        if progress:
+            progress(len(samples))
     return summarize(samples, first_ms)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a latency is measured: the device profiles' ``protocol:`` block, overridable from the CLI."""
+
+    warmup: int = 10
+    iterations: int = 100
+    wait_s: float = 0.0  # sleep between measured runs (the iPhone XS protocol: 2 s, to stay cool)
+    min_time_s: float = 0.0  # keep measuring past ``iterations`` until this much measured time
+    threads: int | None = 1  # None: the runtime's default
+    input: str = "random"  # "random" (seeded) or a bundled photo name (e.g. "astronaut")
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be positive, got {self.iterations}")
+        if self.warmup < 0:
+            raise ValueError(f"warm-up runs must not be negative, got {self.warmup}")
+        if self.wait_s < 0 or self.min_time_s < 0:
+            raise ValueError("the wait and the minimum time must not be negative")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be positive, got {self.threads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -158,7 +158,7 @@ def export_tflite(
                 except Exception as exc:
                     raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
                 target.write_bytes(data)
-            entry = _describe(target, precision, options, input_format, expected_output)
+            entry = _describe(target, precision, options, input_format, expected_output, calibration.shape[1])
             entry["onnx2tf_shapes"] = shapes
             if note:
                 entry["note"] = note
@@ -266,7 +266,9 @@ def _spatial(shape, options: TfliteOptions) -> tuple[int, int]:
     return (int(shape[2]), int(shape[3])) if options.keep_nchw else (int(shape[1]), int(shape[2]))
 
 
-def _describe(path: Path, precision: str, options: TfliteOptions, input_format: str, expected_output: tuple[int, ...]) -> dict:
+def _describe(
+    path: Path, precision: str, options: TfliteOptions, input_format: str, expected_output: tuple[int, ...], channels: int = 3
+) -> dict:
     """The manifest entry of a written file, with I/O shapes, dtypes and layouts read back from it."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -281,7 +283,7 @@ def _describe(path: Path, precision: str, options: TfliteOptions, input_format: 
         "io": {
             "input": {"name": "image", "tensor": inp["name"], "shape": [int(v) for v in inp["shape"]],
                       "dtype": np.dtype(inp["dtype"]).name,
-                      "layout": _layout(list(inp["shape"]), (expected_output[0], 3, *_spatial(inp["shape"], options))),
+                      "layout": _layout(list(inp["shape"]), (expected_output[0], channels, *_spatial(inp["shape"], options))),
                       "format": input_format, "quantization": [float(v) for v in inp["quantization"]]},
             "output": {"name": "logits", "tensor": out["name"], "shape": [int(v) for v in out["shape"]],
                        "dtype": np.dtype(out["dtype"]).name, "layout": _layout(list(out["shape"]), expected_output),

@@ -1,0 +1,287 @@
+"""``mobileseg profile``: the latency of one artifact on one device profile, with a CPU fallback.
+
+A profile run resolves what to time (a zoo model name → its artifact folder, exported first when it
+lacks a suitable file; an artifact folder; or one artifact file), picks the device's runtime, and measures
+with the device's protocol (overridable). When the device cannot be reached (Core ML on Linux, no adb
+device), the same protocol runs on the host CPU with the closest artifact of the same model, and the
+result says ``fallback: true`` with the reason; ``fallback=False`` makes that an error instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mobileseg.bench.devices import Device, DeviceError, load_device
+from mobileseg.bench.latency import Protocol, measure
+from mobileseg.errors import ArtifactError, MobilesegError
+
+SCHEMA = "mobileseg.latency/1"
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+HOST_RUNTIME_FOR_TARGET = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
+# What the host measures instead of a device's runtime, closest first: (target, precision).
+FALLBACK_ORDER = {
+    "coreml": [("tflite", "fp16"), ("tflite", "fp32"), ("onnx", "fp32")],
+    "tflite": [("tflite", None), ("onnx", "fp32")],
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file to time, with its manifest entry (I/O layouts and formats) when there is one."""
+
+    path: Path
+    target: str
+    precision: str | None
+    entry: dict
+    model: str | None = None
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
+        for file in files:
+            digest.update(file.read_bytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class ProfileRequest:
+    target: str  # zoo model name, artifact folder, or artifact file
+    device: str = "cpu"
+    runtime: str | None = None
+    precision: str | None = None
+    iterations: int | None = None
+    warmup: int | None = None
+    wait_s: float | None = None
+    threads: int | None = None
+    min_time_s: float | None = None
+    input: str | None = None
+    fallback: bool = True
+    benchmark_model: str | None = None
+    compute_units: str | None = None
+
+
+def protocol_for(device: Device, request: ProfileRequest) -> Protocol:
+    overrides = {k: getattr(request, k) for k in ("iterations", "warmup", "wait_s", "threads", "min_time_s", "input")}
+    protocol = replace(device.protocol, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        protocol.validate()
+    except ValueError as exc:
+        raise MobilesegError(str(exc)) from None
+    return protocol
+
+
+def folder_artifacts(folder: Path) -> list[Artifact]:
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{folder} has no manifest.json (not a mobileseg artifact folder)")
+    manifest = json.loads(manifest_path.read_text())
+    model = manifest.get("model", {}).get("name")
+    return [Artifact(folder / a["file"], a["target"], a.get("precision"), a, model) for a in manifest["artifacts"]]
+
+
+def file_artifact(path: Path) -> Artifact:
+    target = ARTIFACT_SUFFIXES.get(path.suffix)
+    if target is None:
+        raise ArtifactError(f"{path}: not an artifact mobileseg can time (.onnx, .tflite or .mlpackage)")
+    if (path.parent / "manifest.json").is_file():
+        for artifact in folder_artifacts(path.parent):
+            if artifact.path.name == path.name:
+                return artifact
+    return Artifact(path, target, None, {}, None)
+
+
+def resolve_artifacts(target: str, wanted: str, progress: Callable[[str], None]) -> list[Artifact]:
+    """The artifacts a profile can choose from. A zoo model name uses ``artifacts/<name>``, exported (with
+    the recipe's defaults, to ``wanted`` and onnx) when the folder lacks a ``wanted`` or onnx file."""
+    path = Path(target)
+    if path.is_file() or path.suffix in ARTIFACT_SUFFIXES:
+        if not path.exists():
+            raise ArtifactError(f"artifact not found: {path}")
+        return [file_artifact(path)]
+    if path.is_dir():
+        return folder_artifacts(path)
+    from mobileseg import zoo
+
+    if target not in zoo.names():
+        raise MobilesegError(f"{target!r} is neither an artifact (file or folder) nor a zoo model ({', '.join(zoo.names())})")
+    from mobileseg.export.pipeline import DEFAULT_ARTIFACTS_DIR, ExportRequest, export_model
+
+    folder = DEFAULT_ARTIFACTS_DIR / target
+    existing = folder_artifacts(folder) if (folder / "manifest.json").is_file() else []
+    if not any(a.target in (wanted, "onnx") for a in existing):
+        targets = sorted({"onnx", wanted} - {"torch"})
+        progress(f"exporting {target} to {', '.join(targets)} for profiling")
+        export_model(ExportRequest(target, targets=targets, out=folder, force=True))
+        existing = folder_artifacts(folder)
+    return existing
+
+
+def choose(artifacts: list[Artifact], target: str, precision: str | None) -> Artifact | None:
+    for artifact in artifacts:
+        if artifact.target == target and (precision is None or artifact.precision == precision):
+            return artifact
+    return None
+
+
+def _input(artifact: Artifact, protocol: Protocol) -> tuple[str, np.ndarray]:
+    """The input to time with: NCHW in the artifact's input format (the runners convert layouts)."""
+    from mobileseg.images import photo, random_image, resize_rgb01
+    from mobileseg.recipes import load_recipe
+
+    io = artifact.entry.get("io", {})
+    fmt = io.get("input", {}).get("format", "rgb01")
+    shape = io.get("input", {}).get("shape")
+    layout = io.get("input", {}).get("layout", "NCHW")
+    if shape is None:
+        shape = _shape_from_file(artifact)
+    height, width = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    rgb01 = random_image(protocol.seed, height, width) if protocol.input == "random" else resize_rgb01(photo(protocol.input), height, width)
+    nchw = np.ascontiguousarray(rgb01.transpose(2, 0, 1)[None]).astype(np.float32)
+    if fmt == "rgb01" or artifact.model is None:
+        return io.get("input", {}).get("name", "image"), nchw
+    from mobileseg.export.preprocess import format_input
+
+    normalization = load_recipe(artifact.model).normalization
+    return io.get("input", {}).get("name", "image"), format_input(nchw, fmt, normalization)
+
+
+def _shape_from_file(artifact: Artifact) -> list[int]:
+    if artifact.target == "onnx":
+        import onnx
+
+        model = onnx.load(str(artifact.path), load_external_data=False)
+        return [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    raise ArtifactError(f"{artifact.path}: no manifest beside it to tell its input shape; profile its artifact folder")
+
+
+def host_info() -> dict:
+    import os
+
+    return {
+        "system": platform.system(), "machine": platform.machine(), "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(), "python": platform.python_version(), "node": platform.node(),
+    }  # fmt: skip
+
+
+def profile(request: ProfileRequest, progress: Callable[[str], None] | None = None,
+            on_iteration: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
+    """Measure and return the result (schema ``mobileseg.latency/1``, see docs/latency.md)."""
+    from mobileseg.runtimes import get_runtime
+
+    say = progress or (lambda _msg: None)
+    device = load_device(request.device)
+    protocol = protocol_for(device, request)
+    reachable, why = device.reachability(request.benchmark_model)
+    if not reachable and not request.fallback:
+        raise DeviceError(f"device {device.name} is not reachable: {why} (--no-fallback)")
+    device_target = device.runtime if device.runtime in ("coreml", "tflite") else None
+    runtime_name = request.runtime or (None if device_target else device.runtime)
+    wanted = device_target or (get_runtime(runtime_name).target if runtime_name else "onnx")
+    artifacts = resolve_artifacts(request.target, wanted, say)
+
+    fallback_reason = None if reachable else why
+    if reachable and device.transport == "adb":
+        artifact = choose(artifacts, "tflite", request.precision) or _missing(artifacts, "tflite", request)
+        from mobileseg.bench.android import run_benchmark_model
+
+        return _result(device, protocol, artifact, run_benchmark_model(device, artifact, protocol, request.benchmark_model), None)
+    if reachable and device_target == "coreml":
+        artifact = choose(artifacts, "coreml", request.precision) or _missing(artifacts, "coreml", request)
+        runtime = get_runtime("coreml")
+        request = replace(request, compute_units=request.compute_units or device.compute_units)
+    elif device_target:  # unreachable device: the host CPU with the closest artifact
+        artifact = None
+        if request.runtime:
+            runtime = get_runtime(request.runtime)
+            artifact = choose(artifacts, runtime.target, request.precision)
+        else:
+            for target, precision in FALLBACK_ORDER[device_target]:
+                artifact = choose(artifacts, target, request.precision or precision)
+                if artifact:
+                    break
+            runtime = get_runtime(HOST_RUNTIME_FOR_TARGET[artifact.target]) if artifact else None
+        if artifact is None:
+            raise ArtifactError(f"no artifact the host can run in place of {device.name}: export an onnx or tflite target")
+        say(f"{device.name} is not reachable ({why}); measuring on the host CPU with {runtime.name} on {artifact.path.name}")
+    else:
+        runtime = get_runtime(runtime_name or HOST_RUNTIME_FOR_TARGET.get(wanted, "onnxruntime"))
+        artifact = choose(artifacts, runtime.target, request.precision)
+        if artifact is None:
+            kinds = sorted({f"{a.target}" for a in artifacts})
+            raise ArtifactError(f"runtime {runtime.name} runs {runtime.target} artifacts; {request.target} has {', '.join(kinds) or 'none'}")
+    runtime.require()
+    measurement = _measure_host(runtime, artifact, protocol, request, on_iteration)
+    return _result(device, protocol, artifact, measurement, fallback_reason)
+
+
+def _missing(artifacts: list[Artifact], target: str, request: ProfileRequest):
+    raise ArtifactError(f"{request.target} has no {target} artifact{f' at {request.precision}' if request.precision else ''}; export it first")
+
+
+def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: ProfileRequest,
+                  on_iteration: Callable[[int, int], None] | None) -> dict:  # fmt: skip
+    if runtime.name == "coreml":
+        from mobileseg.runtimes.coreml import CoreMLRuntime
+
+        runtime = CoreMLRuntime(request.compute_units or "ALL")
+    try:
+        session = runtime.load(artifact.path, threads=protocol.threads, io=artifact.entry.get("io"))
+    except MobilesegError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{runtime.name} cannot load {artifact.path}: {str(exc).strip().splitlines()[0]}") from exc
+    name, array = _input(artifact, protocol)
+    feed = {session.input_names[0]: array}
+    started = time.perf_counter()
+    stats = measure(
+        lambda: session.run(feed), protocol.iterations, protocol.warmup, protocol.wait_s, protocol.min_time_s,
+        (lambda i: on_iteration(i, protocol.iterations)) if on_iteration else None,
+    )  # fmt: skip
+    return {
+        "runtime": {"name": runtime.name, "version": session.info.version, "threads": protocol.threads,
+                    "details": session.info.details},
+        "load_ms": session.info.load_seconds * 1e3,
+        "stats": stats,
+        "wall_s": time.perf_counter() - started,
+        "measured_on": "host",
+    }  # fmt: skip
+
+
+def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement: dict, fallback_reason: str | None) -> dict:
+    from mobileseg import __version__
+
+    stats = measurement["stats"]
+    summary = stats.to_dict(with_samples=False) if hasattr(stats, "to_dict") else dict(stats)
+    samples = list(getattr(stats, "samples_ms", summary.pop("samples_ms", [])) or [])
+    first_ms = summary.pop("first_ms", None)
+    return {
+        "schema": SCHEMA,
+        "kind": "profile",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mobileseg": __version__,
+        "model": artifact.model,
+        "artifact": {"path": str(artifact.path), "target": artifact.target, "precision": artifact.precision,
+                     "sha256": artifact.sha256()},
+        "device": {"name": device.name, "description": device.description, "runtime": device.runtime,
+                   "transport": device.transport, "compute_units": device.compute_units, "report": list(device.report)},
+        "fallback": fallback_reason is not None,
+        "fallback_reason": fallback_reason,
+        "measured_on": measurement["measured_on"],
+        "host": host_info(),
+        "runtime": measurement["runtime"],
+        "protocol": protocol.to_dict(),
+        "load_ms": measurement.get("load_ms"),
+        "first_ms": first_ms,
+        "stats_ms": summary,
+        "samples_ms": samples,
+        "wall_s": measurement.get("wall_s"),
+    }  # fmt: skip
