@@ -132,3 +132,9 @@ def test_dilation_sweep_records_graph_facts_and_draws_the_plot(tmp_path):
     write_result(sweep, tmp_path / "copy.json")
     assert runner.invoke(app, ["report", str(tmp_path / "copy.json"), "--plot", str(tmp_path / "again.png")]).exit_code == 0
     assert (tmp_path / "again.png").is_file()
+
+
+def test_pytorch_eager_is_profiled_from_the_folders_recipe_and_weights(sinet_folder):
+    result = profile(ProfileRequest(str(sinet_folder), "cpu", runtime="torch", iterations=3, warmup=0))
+    assert (result["runtime"]["name"], result["artifact"]["target"]) == ("torch", "torch")
+    assert result["artifact"]["sha256"] == "random-weights" and schema_errors(result) == []

@@ -43,8 +43,11 @@ class Artifact:
     precision: str | None
     entry: dict
     model: str | None = None
+    digest: str | None = None  # given for the PyTorch reference (its checkpoint's sha256)
 
     def sha256(self) -> str:
+        if self.digest is not None:
+            return self.digest
         digest = hashlib.sha256()
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
         for file in files:
@@ -214,13 +217,29 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] | None = No
         say(f"{device.name} is not reachable ({why}); measuring on the host CPU with {runtime.name} on {artifact.path.name}")
     else:
         runtime = get_runtime(runtime_name or HOST_RUNTIME_FOR_TARGET.get(wanted, "onnxruntime"))
-        artifact = choose(artifacts, runtime.target, request.precision)
+        artifact = choose(artifacts, runtime.target, request.precision) or (
+            _torch_reference(artifacts) if runtime.name == "torch" else None
+        )
         if artifact is None:
             kinds = sorted({f"{a.target}" for a in artifacts})
             raise ArtifactError(f"runtime {runtime.name} runs {runtime.target} artifacts; {request.target} has {', '.join(kinds) or 'none'}")
     runtime.require()
     measurement = _measure_host(runtime, artifact, protocol, request, on_iteration)
     return _result(device, protocol, artifact, measurement, fallback_reason)
+
+
+def _torch_reference(artifacts: list[Artifact]) -> Artifact | None:
+    """PyTorch eager on the model of an artifact folder (its recipe and checkpoint, as `verify` builds it)."""
+    folder = next((a.path.parent for a in artifacts if (a.path.parent / "manifest.json").is_file()), None)
+    if folder is None:
+        return None
+    from mobileseg.verify.artifact import reference_for
+
+    manifest, recipe, reference = reference_for(folder)
+    shape = [recipe.batch, 3, *recipe.input_size]
+    io = {"input": {"name": "image", "format": recipe.input_format, "layout": "NCHW", "shape": shape}}
+    weights = manifest["model"]["weights"].get("sha256") or "random-weights"
+    return Artifact(folder, "torch", "fp32", {"io": io, "module": reference}, recipe.model, weights)
 
 
 def _missing(artifacts: list[Artifact], target: str, request: ProfileRequest):
@@ -234,7 +253,10 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
 
         runtime = CoreMLRuntime(request.compute_units or "ALL")
     try:
-        session = runtime.load(artifact.path, threads=protocol.threads, io=artifact.entry.get("io"))
+        if artifact.target == "torch":
+            session = runtime.from_module(artifact.entry["module"], ["image"], ["logits"], protocol.threads)
+        else:
+            session = runtime.load(artifact.path, threads=protocol.threads, io=artifact.entry.get("io"))
     except MobilesegError:
         raise
     except Exception as exc:

@@ -22,9 +22,17 @@ def verify_artifact(
     """Re-check an artifact folder: its files against the manifest, then every artifact on every available
     runtime against a freshly built PyTorch reference (with the weights recorded in the manifest, or
     ``weights``, which must have the same sha256)."""
+    folder = Path(folder)
+    manifest, recipe, reference = reference_for(folder, weights)
+    return run_parity(
+        reference, recipe, folder, manifest["artifacts"], manifest["model"]["output_kind"], runtimes, threads
+    )
+
+
+def reference_for(folder: Path, weights: str | Path | None = None):
+    """(manifest, recipe, PyTorch reference) of an artifact folder whose files match its manifest."""
     from mobileseg.export.pipeline import build_reference
 
-    folder = Path(folder)
     manifest = read_manifest(folder)
     problems = check_hashes(folder, manifest)
     if problems:
@@ -42,7 +50,4 @@ def verify_artifact(
             raise CheckpointError(f"{path} is not the checkpoint this artifact was exported with (sha256 differs)")
     elif weights:
         raise CheckpointError("this artifact was exported with random weights; --weights does not apply")
-    reference = build_reference(recipe, path if record["sha256"] else None)
-    return run_parity(
-        reference, recipe, folder, manifest["artifacts"], manifest["model"]["output_kind"], runtimes, threads
-    )
+    return manifest, recipe, build_reference(recipe, path if record["sha256"] else None)
