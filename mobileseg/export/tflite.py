@@ -95,8 +95,7 @@ def _failure(model_name: str, stage: str, exc: BaseException, log_path: Path) ->
     ops = re.findall(r"onnx_op_type:\s*(\w+)", log)
     names = re.findall(r"onnx_op_name:\s*(\S+)", log)
     where = f" at ONNX op {ops[-1]}" + (f" ({names[-1]})" if names else "") if ops else ""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ExportError(f"cannot convert {model_name} to tflite ({stage}){where}: {detail}")
+    return ExportError(f"cannot convert {model_name} to tflite ({stage}){where}: {_first_line(exc)}")
 
 
 def export_tflite(
