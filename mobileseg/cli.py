@@ -282,8 +282,6 @@ def sweep_dilation(
     plot: Annotated[Optional[Path], typer.Option(help="PNG plot (default: beside --out).")] = None,
 ) -> None:
     """Latency per dilation rate (default: the dissertation's Table 4.4 setup), with the graph facts per rate."""
-    from dataclasses import replace
-
     from mobileseg.bench.devices import load_device
     from mobileseg.bench.report import write_result
     from mobileseg.bench.sweep import SweepRequest, run_sweep
@@ -294,10 +292,7 @@ def sweep_dilation(
         except ValueError:
             raise MobilesegError(f"--rates {rates!r} is not a comma-separated list of integers") from None
         height_width = parse_size(size)
-        base = load_device(device).protocol
-        overrides = {"iterations": iterations, "warmup": warmup, "wait_s": wait, "threads": threads}
-        protocol = replace(base, **{k: v for k, v in overrides.items() if v is not None})
-        protocol.validate()
+        protocol = load_device(device).protocol.with_overrides(iterations=iterations, warmup=warmup, wait_s=wait, threads=threads)
         request = SweepRequest(rate_values, channels, height_width, block, tuple(target or ("onnx", "tflite")), device, protocol)
         with err.status("sweeping") as status:
             result = run_sweep(request, progress=lambda msg: status.update(msg))

@@ -46,13 +46,11 @@ def parse_benchmark_output(text: str) -> dict:
         raise DeviceError("benchmark_model printed no timing line (count=… min=… avg=…); see its output above")
     count, first, _curr, low, high, avg, std = (float(v) for v in runs[-1])
     stats = {"count": int(count), "min": low / 1e3, "mean": avg / 1e3, "max": high / 1e3, "std": std / 1e3,
-             "cv": std / avg if avg else 0.0, "median": None, "p90": None, "p95": None, "p99": None,
-             "first_ms": first / 1e3}  # fmt: skip
+             "cv": std / avg if avg else 0.0, "median": None, "p90": None, "p95": None, "p99": None}  # fmt: skip
     timings = _TIMINGS.search(text)
     init_ms = float(timings.group(1)) / 1e3 if timings else None
-    if timings:
-        stats["first_ms"] = float(timings.group(2)) / 1e3
-    return {"stats": stats, "init_ms": init_ms}
+    first_ms = float(timings.group(2)) / 1e3 if timings else first / 1e3
+    return {"stats": stats, "init_ms": init_ms, "first_ms": first_ms}
 
 
 def run_benchmark_model(device: Device, artifact, protocol: Protocol, benchmark_model: str | None) -> dict:
@@ -79,7 +77,9 @@ def run_benchmark_model(device: Device, artifact, protocol: Protocol, benchmark_
     return {
         "runtime": {"name": "benchmark_model", "version": None, "threads": protocol.threads, "details": {"adb": True}},
         "load_ms": parsed["init_ms"],
-        "stats": parsed["stats"],
+        "first_ms": parsed["first_ms"],
+        "stats_ms": parsed["stats"],
+        "samples_ms": [],  # benchmark_model prints summary statistics only
         "wall_s": None,
         "measured_on": "device",
     }

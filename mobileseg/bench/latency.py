@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,12 @@ class LatencyStats:
         data = asdict(self)
         if not with_samples:
             data.pop("samples_ms")
+        return data
+
+    def summary_ms(self) -> dict:
+        """The measured-run statistics alone (no first run, no samples): a result's ``stats_ms``."""
+        data = self.to_dict(with_samples=False)
+        data.pop("first_ms")
         return data
 
 
@@ -107,6 +113,12 @@ class Protocol:
             raise ValueError("the wait and the minimum time must not be negative")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be positive, got {self.threads}")
+
+    def with_overrides(self, **overrides) -> Protocol:
+        """This protocol with the given non-None values replaced, validated (ValueError if not valid)."""
+        protocol = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        protocol.validate()
+        return protocol
 
     def to_dict(self) -> dict:
         return asdict(self)

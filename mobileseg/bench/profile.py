@@ -10,7 +10,6 @@ result says ``fallback: true`` with the reason; ``fallback=False`` makes that an
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 from mobileseg.bench.devices import Device, DeviceError, load_device
 from mobileseg.bench.latency import Protocol, measure
 from mobileseg.errors import ArtifactError, MobilesegError
+from mobileseg.export.artifact import read_manifest
 
 SCHEMA = "mobileseg.latency/1"
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
@@ -74,19 +74,14 @@ class ProfileRequest:
 
 def protocol_for(device: Device, request: ProfileRequest) -> Protocol:
     overrides = {k: getattr(request, k) for k in ("iterations", "warmup", "wait_s", "threads", "min_time_s", "input")}
-    protocol = replace(device.protocol, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        protocol.validate()
+        return device.protocol.with_overrides(**overrides)
     except ValueError as exc:
         raise MobilesegError(str(exc)) from None
-    return protocol
 
 
 def folder_artifacts(folder: Path) -> list[Artifact]:
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{folder} has no manifest.json (not a mobileseg artifact folder)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(folder)
     model = manifest.get("model", {}).get("name")
     return [Artifact(folder / a["file"], a["target"], a.get("precision"), a, model) for a in manifest["artifacts"]]
 
@@ -135,7 +130,7 @@ def choose(artifacts: list[Artifact], target: str, precision: str | None) -> Art
     return None
 
 
-def _input(artifact: Artifact, protocol: Protocol) -> tuple[str, np.ndarray]:
+def _input(artifact: Artifact, protocol: Protocol) -> np.ndarray:
     """The input to time with: NCHW in the artifact's input format (the runners convert layouts)."""
     from mobileseg.images import photo, random_image, resize_rgb01
     from mobileseg.recipes import load_recipe
@@ -150,11 +145,11 @@ def _input(artifact: Artifact, protocol: Protocol) -> tuple[str, np.ndarray]:
     rgb01 = random_image(protocol.seed, height, width) if protocol.input == "random" else resize_rgb01(photo(protocol.input), height, width)
     nchw = np.ascontiguousarray(rgb01.transpose(2, 0, 1)[None]).astype(np.float32)
     if fmt == "rgb01" or artifact.model is None:
-        return io.get("input", {}).get("name", "image"), nchw
+        return nchw
     from mobileseg.export.preprocess import format_input
 
     normalization = load_recipe(artifact.model).normalization
-    return io.get("input", {}).get("name", "image"), format_input(nchw, fmt, normalization)
+    return format_input(nchw, fmt, normalization)
 
 
 def _shape_from_file(artifact: Artifact) -> list[int]:
@@ -261,8 +256,7 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         raise
     except Exception as exc:
         raise ArtifactError(f"{runtime.name} cannot load {artifact.path}: {str(exc).strip().splitlines()[0]}") from exc
-    name, array = _input(artifact, protocol)
-    feed = {session.input_names[0]: array}
+    feed = {session.input_names[0]: _input(artifact, protocol)}
     started = time.perf_counter()
     stats = measure(
         lambda: session.run(feed), protocol.iterations, protocol.warmup, protocol.wait_s, protocol.min_time_s,
@@ -272,7 +266,9 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         "runtime": {"name": runtime.name, "version": session.info.version, "threads": protocol.threads,
                     "details": session.info.details},
         "load_ms": session.info.load_seconds * 1e3,
-        "stats": stats,
+        "first_ms": stats.first_ms,
+        "stats_ms": stats.summary_ms(),
+        "samples_ms": stats.samples_ms,
         "wall_s": time.perf_counter() - started,
         "measured_on": "host",
     }  # fmt: skip
@@ -281,10 +277,6 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
 def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement: dict, fallback_reason: str | None) -> dict:
     from mobileseg import __version__
 
-    stats = measurement["stats"]
-    summary = stats.to_dict(with_samples=False) if hasattr(stats, "to_dict") else dict(stats)
-    samples = list(getattr(stats, "samples_ms", summary.pop("samples_ms", [])) or [])
-    first_ms = summary.pop("first_ms", None)
     return {
         "schema": SCHEMA,
         "kind": "profile",
@@ -301,9 +293,9 @@ def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement:
         "host": host_info(),
         "runtime": measurement["runtime"],
         "protocol": protocol.to_dict(),
-        "load_ms": measurement.get("load_ms"),
-        "first_ms": first_ms,
-        "stats_ms": summary,
-        "samples_ms": samples,
-        "wall_s": measurement.get("wall_s"),
+        "load_ms": measurement["load_ms"],
+        "first_ms": measurement["first_ms"],
+        "stats_ms": measurement["stats_ms"],
+        "samples_ms": measurement["samples_ms"],
+        "wall_s": measurement["wall_s"],
     }  # fmt: skip

@@ -164,11 +164,10 @@ def run_sweep(request: SweepRequest, progress: Callable[[str], None] | None = No
                 rows.append({
                     "rate": rate, "receptive_field": 2 * rate + 1, "macs": macs, "target": target,
                     "runtime": runtime.name, "version": session.info.version, "load_ms": session.info.load_seconds * 1e3,
-                    "first_ms": stats.first_ms, "stats_ms": stats.to_dict(with_samples=False) | {"first_ms": None},
+                    "first_ms": stats.first_ms, "stats_ms": stats.summary_ms(),
                     "samples_ms": stats.samples_ms, "wall_s": time.perf_counter() - started, "graph": facts,
                     "quoted_iphone_xs_ms": QUOTED_IPHONE_XS_MS.get(rate) if request.block == "dwsep" and shape == (1, 128, 120, 120) else None,
                 })  # fmt: skip
-                rows[-1]["stats_ms"].pop("first_ms")
     from mobileseg import __version__
 
     return {
