@@ -326,6 +326,176 @@ def report(
     render_latency(result, plot if result["kind"] == "sweep" else None)
 
 
+vos_app = typer.Typer(help="Reuse-gated video object segmentation: train the gate, export subgraphs, track, verify, bench.",
+                      no_args_is_help=True)  # fmt: skip
+app.add_typer(vos_app, name="vos")
+DEFAULT_VOS_WEIGHTS = Path("artifacts/vos-weights.pt")
+
+
+def parse_taus(value: str) -> tuple[float, ...]:
+    try:
+        taus = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise MobilesegError(f"--taus {value!r} is not a comma-separated list of numbers") from None
+    from mobileseg.vos.session import validate_tau
+
+    return tuple(validate_tau(t) for t in taus)
+
+
+@vos_app.command("train-gate")
+def vos_train_gate(
+    out_file: Annotated[Path, typer.Option("--out", help="Weights file to write.")] = DEFAULT_VOS_WEIGHTS,
+    seed: Annotated[int, typer.Option(help="Seed of the model, the sequences and the training.")] = 0,
+    size: Annotated[str, typer.Option(help="HxW of the training frames (multiples of 32).")] = "128x224",
+    gate_steps: Annotated[int, typer.Option(help="Optimiser steps of the gate phase.")] = 1500,
+    segmentation_steps: Annotated[int, typer.Option(help="Optimiser steps of the segmentation-head phase.")] = 150,
+    gate_sequences: Annotated[int, typer.Option(help="Generated sequences the gate trains on.")] = 64,
+) -> None:
+    """Train the template, gate and delta generator (and the segmentation head) on generated sequences; report
+    the Spearman correlation of P_reuse with the true IoU on held-out sequences."""
+    from mobileseg.vos.train import TrainConfig, save_weights, train_gate
+
+    try:
+        height, width = parse_size(size)
+        config = TrainConfig(seed=seed, height=height, width=width, gate_steps=gate_steps,
+                             segmentation_steps=segmentation_steps, gate_sequences=gate_sequences)  # fmt: skip
+        config.validate()
+        with err.status("training") as status:
+            model, report = train_gate(config, lambda phase, step, steps, loss: status.update(
+                f"{phase}: step {step}/{steps}, loss {loss:.4f}"))  # fmt: skip
+        save_weights(model, out_file, report)
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    held = report["heldout"]
+    out.print(f"trained in {report['train_seconds']} s; held-out: Spearman(P_reuse, IoU) = {held['spearman_p_reuse_vs_iou']}, "
+              f"reuse ratio {held['reuse_ratio']} at tau {held['tau']}, mask IoU {held['mean_mask_iou']} ({held['frames']} frames)")
+    out.print(f"weights: {out_file}")
+
+
+@vos_app.command("export")
+def vos_export(
+    weights: Annotated[Path, typer.Option(help="Weights from `mobileseg vos train-gate`.")] = DEFAULT_VOS_WEIGHTS,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | tflite | all (repeatable).")] = None,
+    input_size: Annotated[str, typer.Option(help="HxW the subgraphs are fixed to (multiples of 32).")] = "128x224",
+    out_dir: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("artifacts/vos"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+) -> None:
+    """Export the eight subgraphs and the state-machine manifest; check each file against PyTorch."""
+    from mobileseg.export.artifact import check_destination
+    from mobileseg.vos.export import TARGETS, VOSExportRequest, export_vos
+    from mobileseg.vos.train import load_weights
+
+    try:
+        targets = tuple(TARGETS) if "all" in (target or []) else tuple(target or ("onnx",))
+        size = parse_size(input_size)
+        check_destination(out_dir, force)
+        model, report = load_weights(weights)
+        record = {"file": str(weights), "seed": report.get("config", {}).get("seed", 0), "training": report}
+        with err.status("exporting") as status:
+            manifest = export_vos(VOSExportRequest(model, out_dir, targets, size, force, record, record["seed"]),
+                                  progress=lambda msg: status.update(msg))  # fmt: skip
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    rows = [[r["subgraph"], r["target"], r["precision"], r["runtime"],
+             "; ".join(f"{k} {v['max_rel']:.1e}/{v['cosine']:.6f}" for k, v in r.get("metrics", {}).items()) or r.get("error", ""),
+             "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]"] for r in manifest["parity"]["results"]]  # fmt: skip
+    render_rows(f"VOS export {out_dir} ({manifest['export_seconds']} s)", ["subgraph", "target", "precision", "runtime",
+                "max_rel / cosine per output", "parity"], rows)  # fmt: skip
+    if not manifest["parity"]["passed"]:
+        raise typer.Exit(1)
+
+
+@vos_app.command("run")
+def vos_run(
+    artifact: Annotated[Path, typer.Argument(help="Folder from `mobileseg vos export`.")],
+    video: Annotated[Path, typer.Option(help="A folder of frames or an animated GIF/TIFF.")],
+    mask: Annotated[Path, typer.Option(help="First frame's mask: binary or palette PNG.")],
+    tau: Annotated[float, typer.Option(help="Reuse threshold: reuse when P_reuse > tau; 1 never reuses.")] = 0.7,
+    runtime: Annotated[str, typer.Option(help="onnxruntime | litert | mil-reference | coreml | torch ...")] = "onnxruntime",
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 (default fp32 when exported).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where masks/ and log.json go.")] = Path("results/vos-run"),
+) -> None:
+    """Track the objects of the first mask through a video; write one mask per frame and a per-frame log."""
+    from mobileseg.vos.api import run_video
+
+    try:
+        with err.status("tracking") as status:
+            summary = run_video(artifact, video, mask, tau, runtime, out_dir, precision,
+                                progress=lambda t, n: status.update(f"frame {t}/{n}"))  # fmt: skip
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{summary['frames']} frames, {len(summary['objects'])} object(s), reuse ratio {summary['reuse_ratio']}, "
+              f"mean {summary['mean_frame_ms']} ms/frame on {summary['backend']}; masks and log.json in {out_dir}")
+
+
+@vos_app.command("verify")
+def vos_verify(
+    artifact: Annotated[Path, typer.Argument(help="Folder from `mobileseg vos export`.")],
+    runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="Runtimes to check (default: every available).")] = None,
+    taus: Annotated[str, typer.Option(help="Comma-separated tau values for the sequence checks.")] = "1.0,0.7",
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the report JSON here.")] = None,
+) -> None:
+    """Subgraph parity on every runtime, then teacher-forced and free-running sequence parity against PyTorch."""
+    from mobileseg.export.artifact import write_json
+    from mobileseg.vos.api import verify_artifact
+
+    try:
+        with err.status("verifying") as status:
+            report = verify_artifact(artifact, runtime or None, parse_taus(taus), progress=lambda m: status.update(m))
+        if out_file:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(out_file, report)
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    failed = [r for r in report["subgraphs"] if not r["passed"]]
+    out.print(f"subgraphs: {len(report['subgraphs']) - len(failed)}/{len(report['subgraphs'])} pass")
+    for r in failed:
+        out.print(f"  [red]FAIL[/red] {r['subgraph']} {r['target']} {r['precision']} on {r['runtime']}: "
+                  f"{r.get('error') or '; '.join(r['failures'])}", highlight=False)  # fmt: skip
+    rows = []
+    for r in report["sequences"]:
+        if "skipped" in r:
+            rows.append([r["runtime"], f"{r['target']} {r['precision']}", "-", "-", "-", "-", "-", r["skipped"]])
+            continue
+        tf, fr = r["teacher_forced"], r["free_running"]
+        rows.append([r["runtime"], f"{r['target']} {r['precision']}", r["sequence"], str(r["tau"]), f"{tf['min_mask_iou']:.4f}",
+                     f"{fr['decision_agreement']:.3f}", f"{fr['mean_mask_iou']:.4f}",
+                     "[green]pass[/green]" if tf["passed"] else "[red]FAIL[/red]"])  # fmt: skip
+    render_rows("VOS sequence parity vs PyTorch", ["runtime", "artifact", "sequence", "tau", "teacher-forced min IoU",
+                "free-running decision agreement", "free-running mean IoU", "result"], rows)  # fmt: skip
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+@vos_app.command("bench")
+def vos_bench(
+    artifact: Annotated[Path, typer.Argument(help="Folder from `mobileseg vos export`.")],
+    runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="Runtimes (repeatable).")] = None,
+    taus: Annotated[str, typer.Option(help="Comma-separated tau values.")] = "1.0,0.9,0.7,0.5,0.3",
+    length: Annotated[int, typer.Option(help="Frames of the generated sequence.")] = 48,
+    seed: Annotated[int, typer.Option(help="Seed of the generated sequence.")] = 40_000,
+    threads: Annotated[int, typer.Option(help="Runtime threads.")] = 1,
+    out_file: Annotated[Path, typer.Option("--out", help="Result JSON (a PNG of FPS vs reuse ratio beside it).")] = Path(
+        "results/vos-bench.json"
+    ),
+) -> None:
+    """Per-frame latency, FPS and reuse ratio for several tau on one generated sequence."""
+    from mobileseg.vos.api import bench_artifact
+
+    try:
+        with err.status("benchmarking") as status:
+            result = bench_artifact(artifact, runtime or ["onnxruntime"], parse_taus(taus), length, seed, threads, out_file,
+                                    progress=lambda m: status.update(m))  # fmt: skip
+    except MobilesegError as exc:
+        raise fail(str(exc)) from None
+    rows = [[r["runtime"], str(row["tau"]), f"{row['reuse_ratio']:.3f}", f"{row['mean_ms']:.1f}", f"{row['fps']:.1f}",
+             f"{row['latency_vs_tau1']:.3f}" if row["latency_vs_tau1"] else "-"]
+            for r in result["runs"] for row in r["rows"]]  # fmt: skip
+    render_rows(f"VOS speed vs tau ({result['frames']} frames, {threads} thread(s))",
+                ["runtime", "tau", "reuse ratio", "mean ms/frame", "FPS", "latency vs tau=1"], rows)  # fmt: skip
+    out.print(f"result: {out_file}")
+
+
 def main() -> None:
     app()
 

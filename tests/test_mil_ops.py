@@ -165,6 +165,15 @@ def test_shape_and_layout_ops():
     close(y, x[:, [2, 1, 0]])
 
 
+def test_stack_and_pixel_shuffle():
+    (a, b), y = run_op(lambda a, b: mb.stack(values=[a, b], axis=2), (2, 3, 4), (2, 3, 4))
+    close(y, torch.stack([a, b], 2))
+    (x,), y = run_op(lambda x: mb.pixel_shuffle(x=x, upscale_factor=2), (1, 12, 3, 5))
+    # independent reference: out[c, 2h + i, 2w + j] = in[4c + 2i + j, h, w]
+    expected = x.reshape(1, 3, 2, 2, 3, 5).permute(0, 1, 4, 2, 5, 3).reshape(1, 3, 6, 10)
+    close(y, expected)
+
+
 def test_split_returns_every_piece():
     specs = [mb.TensorSpec(shape=(2, 6, 3))]
 

@@ -111,7 +111,7 @@ def export_coreml(
     entries = []
     for precision in options.precisions:
         file = f"model_{precision}.mlpackage"
-        mlmodel = _convert(ct, source, coreml_input, precision, options, info.name)
+        mlmodel = _convert(ct, source, [coreml_input], ["logits"], precision, options, info.name)
         _describe(mlmodel, info, options, precision)
         try:
             mlmodel.save(str(folder / file))
@@ -137,15 +137,15 @@ def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
         return torch.jit.trace(wrapped, example)
 
 
-def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, model_name: str):
+def _convert(ct, source, coreml_inputs: list, output_names: list[str], precision: str, options: CoreMLOptions, model_name: str):
     messages: list[str] = []
     try:
         with coremltools_log(logging.ERROR) as messages, contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stderr redirect hides the converter's per-pass progress bars
             return ct.convert(
                 source,
-                inputs=[coreml_input],
-                outputs=[ct.TensorType(name="logits")],
+                inputs=coreml_inputs,
+                outputs=[ct.TensorType(name=name) for name in output_names],
                 convert_to="mlprogram",
                 compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
                 minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),
@@ -161,6 +161,24 @@ def _convert(ct, source, coreml_input, precision: str, options: CoreMLOptions, m
             where = f" at op {unsupported.group(1)} (no Core ML converter for it)"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"cannot convert {model_name} to coreml {precision}{where}: {detail}") from exc
+
+
+def convert_graph(
+    module: nn.Module,
+    examples: dict[str, torch.Tensor],
+    output_names: list[str],
+    precision: str,
+    options: CoreMLOptions,
+    model_name: str,
+):
+    """Trace a module of several named float32 tensor inputs (in call order) and convert it to an ML program
+    with the given output names; returns the ``MLModel`` (not saved)."""
+    ct = import_coremltools()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about constant shapes: static by design
+        traced = torch.jit.trace(module.eval(), tuple(examples.values()))
+    inputs = [ct.TensorType(name=name, shape=tuple(value.shape), dtype=np.float32) for name, value in examples.items()]
+    return _convert(ct, traced, inputs, output_names, precision, options, model_name)
 
 
 def _describe(mlmodel, info: CoreMLModelInfo, options: CoreMLOptions, precision: str) -> None:

@@ -56,16 +56,32 @@ def export_onnx(
 ) -> OnnxExportInfo:
     """Export ``module`` traced on ``example`` to ``path`` (a file that must not be the final artifact path
     of a live folder: callers write into a temporary folder and rename)."""
+    axes = {0: "batch"} if options.dynamic_batch else {}
+    if options.dynamic_spatial:
+        axes |= {2: "height", 3: "width"}
+    return export_onnx_graph(
+        module, (example,), path, [options.input_name], [options.output_name], options, metadata,
+        {options.input_name: axes, options.output_name: axes} if axes else None,
+    )  # fmt: skip
+
+
+def export_onnx_graph(
+    module: nn.Module,
+    examples: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    options: OnnxOptions,
+    metadata: dict[str, str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> OnnxExportInfo:
+    """Export a module with several named inputs and outputs (static shapes unless ``dynamic_axes``)."""
     import onnx
 
     if not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
         raise ExportError(f"ONNX opset {options.opset} is not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
     if options.exporter not in ("torchscript", "dynamo"):
         raise ExportError(f"unknown ONNX exporter {options.exporter!r}; choose torchscript or dynamo")
-    axes = {0: "batch"} if options.dynamic_batch else {}
-    if options.dynamic_spatial:
-        axes |= {2: "height", 3: "width"}
-    dynamic_axes = {options.input_name: axes, options.output_name: axes} if axes else None
     raw_path = path.with_suffix(".raw.onnx")
     try:
         with warnings.catch_warnings():
@@ -73,17 +89,19 @@ def export_onnx(
             # recorded as constants (our exports are static by design).
             warnings.simplefilter("ignore")
             kwargs = {"dynamo": options.exporter == "dynamo"}
-            if options.exporter == "dynamo" and axes:
-                kwargs["dynamic_shapes"] = ({axis: torch.export.Dim(name) for axis, name in axes.items()},)
+            if options.exporter == "dynamo" and dynamic_axes:
+                kwargs["dynamic_shapes"] = tuple(
+                    {axis: torch.export.Dim(n) for axis, n in dynamic_axes.get(name, {}).items()} for name in input_names
+                )
             elif dynamic_axes:
                 kwargs["dynamic_axes"] = dynamic_axes
             torch.onnx.export(
                 module.eval(),
-                (example,),
+                tuple(examples),
                 str(raw_path),
                 opset_version=options.opset,
-                input_names=[options.input_name],
-                output_names=[options.output_name],
+                input_names=list(input_names),
+                output_names=list(output_names),
                 do_constant_folding=True,
                 **kwargs,
             )

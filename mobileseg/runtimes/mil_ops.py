@@ -461,6 +461,17 @@ def concat(values, axis, interleave=False):
     return torch.cat(tensors, dim=int(axis))
 
 
+@kernel("stack")
+def stack(values, axis):
+    return torch.stack([as_tensor(v) for v in values], dim=int(axis))
+
+
+@kernel("pixel_shuffle")
+def pixel_shuffle(x, upscale_factor):
+    """[N, C·r², H, W] → [N, C, H·r, W·r], channel index c·r² + i·r + j to row i, column j (as PyTorch)."""
+    return F.pixel_shuffle(as_tensor(x), int(upscale_factor))
+
+
 @kernel("split")
 def split(x, num_splits=None, split_sizes=None, axis=0):
     axis = int(axis)

@@ -1,0 +1,213 @@
+"""``mobileseg vos export``: the eight subgraphs of the reuse-gated VOS model as one artifact folder.
+
+The folder holds one file per subgraph × target × precision, and a manifest that describes the state
+machine (which subgraph runs when, the state tensors and their shapes, the host-side arithmetic), so that
+an app developer can re-implement the loop in Swift or Kotlin. Each file is checked against PyTorch at
+export on real intermediate tensors (recorded while PyTorch tracks a generated sequence), on the default
+runtime of its target; ``mobileseg vos verify`` runs every runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobileseg.errors import ExportError
+from mobileseg.export.artifact import staging_folder, tool_versions, write_json, write_manifest
+from mobileseg.verify.metrics import check, compare
+from mobileseg.vos.backends import TorchBackend
+from mobileseg.vos.data import generate_sequence
+from mobileseg.vos.model import ReuseGateVOS, Subgraph, feature_shapes, subgraphs
+from mobileseg.vos.session import VOSSession
+from mobileseg.vos.solver import SolverConfig
+
+VOS_KIND = "vos-reuse-gate"
+REFERENCE_WEIGHTS = "torch/weights.pt"  # the PyTorch reference, so that a folder verifies on its own
+TARGETS = ("onnx", "coreml", "tflite")
+PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp32", "fp16"), "tflite": ("fp32", "fp16")}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "coreml": "mil-reference", "tflite": "litert"}
+FILE_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage", "tflite": ".tflite"}
+# Per subgraph output, judged on real intermediate tensors. fp32: relative error; fp16: cosine.
+TOLERANCE = {"fp32": {"max_rel": 1e-4}, "fp16": {"min_cosine": 0.999}}
+
+STATE_MACHINE = {
+    "start(frame0, mask0), per object k": [
+        "f4, f8 = backbone_low(pixels0); f16, f32 = backbone_high(f8)  (also for the mirrored frame 0)",
+        "project, filter = host solver fitted on f16 of frame 0 (+ mirror) and mask_k at 1/16 (area mean)",
+        "template_k = template(f8, mask_k at 1/8)",
+        "score_prev_k = mask_k at 1/16;  refined_prev_k = refiner_coarse(target_model(f16, project, filter).score, f32, f16)",
+    ],
+    "step(frame)": [
+        "f4, f8 = backbone_low(pixels)",
+        "per object: p_reuse_k, delta_k = matching(f8, score_prev_k, template_k); reuse_k = p_reuse_k > tau (strict)",
+        "if any object computes: f16, f32 = backbone_high(f8)  (once per frame)",
+        "computing object: score, projected = target_model(f16, project_k, filter_k); refined = refiner_coarse(score, f32, f16); "
+        "score_prev_k = score; refined_prev_k = refined",
+        "reusing object: score = score_prev_k + delta_k (host); refined = refine_translator(refined_prev_k, delta_k); state unchanged",
+        "per object: logits_k = refiner_fine(refined, score, f8, f4); p_k = sigmoid(logits_k)",
+        "labels = argmax(odds of [min_k(1 - p_k), p_1..p_K])  (soft aggregation; 0 = background)",
+        "computing object: solver memory += (projected, predicted mask at 1/16); every refresh_every computed frames re-solve filter_k",
+    ],
+}
+
+
+@dataclass
+class VOSExportRequest:
+    model: ReuseGateVOS
+    out: Path
+    targets: tuple[str, ...] = ("onnx",)
+    input_size: tuple[int, int] = (128, 224)
+    force: bool = False
+    weights_record: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+def validate_size(height: int, width: int) -> None:
+    if height % 32 or width % 32 or height < 64 or width < 64:
+        raise ExportError(f"VOS input size must be multiples of 32 and at least 64x64; got {height}x{width}")
+
+
+class RecordingBackend:
+    """Wraps a backend and keeps the first inputs (and outputs) each subgraph saw after frame 0."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.input_size = inner, inner.name, inner.input_size
+        self.seen: dict[str, tuple[dict, dict]] = {}
+        self.recording = False
+
+    def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.inner.run(subgraph, inputs)
+        if subgraph not in self.seen and (self.recording or subgraph == "template"):
+            self.seen[subgraph] = ({k: v.copy() for k, v in inputs.items()}, outputs)
+        return outputs
+
+
+def record_subgraph_io(model: ReuseGateVOS, input_size: tuple[int, int], seed: int = 0) -> dict[str, tuple[dict, dict]]:
+    """Real inputs and PyTorch outputs of every subgraph, from tracking a generated sequence (both paths)."""
+    height, width = input_size
+    sequence = generate_sequence(20_000 + seed, height, width, length=12)
+    backend = RecordingBackend(TorchBackend(model, input_size))
+    session = VOSSession(backend, tau=1.0)
+    session.start(sequence.frames[0], sequence.masks[0])
+    backend.recording = True
+    session.step(sequence.frames[1])  # full path
+    session.step(sequence.frames[2], force={1: "reuse"})  # reuse path (teacher forced)
+    missing = [g for g in ("backbone_low", "backbone_high", "template", "matching", "target_model", "refiner_coarse",
+                           "refine_translator", "refiner_fine") if g not in backend.seen]  # fmt: skip
+    if missing:
+        raise ExportError(f"internal: subgraphs never ran while recording: {', '.join(missing)}")
+    return backend.seen
+
+
+def _export_one(graph: Subgraph, target: str, precision: str, path: Path, examples: dict[str, np.ndarray]) -> dict:
+    tensors = {name: torch.from_numpy(examples[name]) for name in graph.inputs}
+    if target == "onnx":
+        from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
+
+        info = export_onnx_graph(graph.module, tuple(tensors.values()), path, list(graph.inputs), list(graph.outputs), OnnxOptions(),
+                                 {"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND})  # fmt: skip
+        return {"opset": info.opset, "nodes": info.nodes_after, "ops": info.op_counts}
+    if target == "coreml":
+        from mobileseg.export.coreml import CoreMLOptions, convert_graph
+
+        mlmodel = convert_graph(graph.module, tensors, list(graph.outputs), precision, CoreMLOptions(), f"vos/{graph.name}")
+        mlmodel.short_description = f"mobileseg reuse-gated VOS subgraph {graph.name} ({graph.runs})"
+        mlmodel.user_defined_metadata.update({"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND,
+                                              "mobileseg.precision": precision})  # fmt: skip
+        mlmodel.save(str(path))
+        return {"format": "mlprogram"}
+    from mobileseg.vos.tflite import export_subgraph_tflite
+
+    return export_subgraph_tflite(graph, precision, path, examples)
+
+
+def subgraph_parity(
+    folder: Path, entry: dict, runtime: str, recorded: dict[str, tuple[dict, dict]], threads: int | None = 1
+) -> dict:
+    """Run one subgraph file on ``runtime`` with the recorded inputs; metrics per output vs PyTorch."""
+    from mobileseg.runtimes import get_runtime
+
+    inputs, expected = recorded[entry["subgraph"]]
+    result = {"subgraph": entry["subgraph"], "target": entry["target"], "precision": entry["precision"], "runtime": runtime}
+    try:
+        session = get_runtime(runtime).load(Path(folder) / entry["file"], threads=threads, io=entry.get("io"))
+        outputs = session.run({name: inputs[name] for name in entry["io"]["inputs"]})
+    except Exception as exc:  # noqa: BLE001 (a runtime that cannot load or run a file is a parity failure)
+        return {**result, "passed": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+    tolerance = TOLERANCE[entry["precision"]]
+    metrics, failures = {}, []
+    for name in entry["io"]["outputs"]:
+        m = compare(expected[name], np.asarray(outputs[name], dtype=np.float32).reshape(expected[name].shape))
+        metrics[name] = {k: m[k] for k in ("max_rel", "max_abs", "cosine")}
+        failures += [f"{name}: {f}" for f in check(m, tolerance)]
+    return {**result, "passed": not failures, "metrics": metrics, "failures": failures, "tolerance": tolerance}
+
+
+def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None = None) -> dict:
+    """Export every subgraph for every requested target into ``request.out``; returns the manifest."""
+    height, width = request.input_size
+    validate_size(height, width)
+    unknown = [t for t in request.targets if t not in TARGETS]
+    if unknown:
+        raise ExportError(f"unknown VOS target {', '.join(unknown)}; choose from {', '.join(TARGETS)} or all")
+    say = progress or (lambda _: None)
+    model = request.model.eval()
+    graphs = subgraphs(model, height, width)
+    say("recording real subgraph inputs (PyTorch on a generated sequence)")
+    recorded = record_subgraph_io(model, (height, width), request.seed)
+    started = time.perf_counter()
+    with staging_folder(Path(request.out), request.force) as staging:
+        from mobileseg.vos.train import save_weights
+
+        save_weights(model, staging / REFERENCE_WEIGHTS, request.weights_record)
+        entries, parity = [], []
+        for target in request.targets:
+            for precision in PRECISIONS[target]:
+                for graph in graphs:
+                    file = f"{target}/{graph.name}_{precision}{FILE_SUFFIX[target]}"
+                    (staging / target).mkdir(exist_ok=True)
+                    say(f"{target} {precision}: {graph.name}")
+                    details = _export_one(graph, target, precision, staging / file, recorded[graph.name][0])
+                    entry = {
+                        "subgraph": graph.name, "target": target, "precision": precision, "file": file,
+                        "io": {"inputs": {k: list(v) for k, v in graph.inputs.items()},
+                               "outputs": {k: list(v) for k, v in graph.outputs.items()}, "layout": "NCHW"},
+                        **details,
+                    }  # fmt: skip
+                    entries.append(entry)
+                    parity.append(subgraph_parity(staging, entry, DEFAULT_RUNTIME[target], recorded))
+        failed = [p for p in parity if not p["passed"]]
+        manifest = {
+            "kind": VOS_KIND,
+            "model": "g-frtm-fast (ResNet-18), mobileseg re-implementation",
+            "input_size": [height, width],
+            "input": {"name": "pixels", "shape": [1, 3, height, width], "format": "RGB float32 in [0, 255], NCHW; "
+                      "normalised in backbone_low (ImageNet mean/std)"},  # fmt: skip
+            "weights": request.weights_record,
+            "subgraphs": [{"name": g.name, "runs": g.runs, "inputs": {k: list(v) for k, v in g.inputs.items()},
+                           "outputs": {k: list(v) for k, v in g.outputs.items()}} for g in graphs],  # fmt: skip
+            "state": {
+                "per object": {n: list(feature_shapes(height, width)[k]) for n, k in (
+                    ("template", "template"), ("score_prev", "score"), ("refined_prev", "refined"),
+                    ("project", "project"), ("filter", "filter"))},  # fmt: skip
+                "written": "template at start; score_prev, refined_prev on full-path frames only; filter on refresh",
+            },
+            "state_machine": STATE_MACHINE,
+            "gate": {"reuse_if": "p_reuse > tau (strict)", "tau_default": 0.7, "tau_range": [0.0, 1.0],
+                     "tau_1": "never reuses"},  # fmt: skip
+            "solver": {"kind": "PCA projection + ridge 3x3 filter (mobileseg.vos.solver)", **SolverConfig().to_dict()},
+            "aggregation": "soft aggregation: background = min_k(1 - p_k); argmax of odds p/(1 - p)",
+            "artifacts": entries,
+            "parity": {"reference": "torch", "inputs": "real subgraph inputs recorded on a generated sequence",
+                       "results": parity, "passed": not failed},  # fmt: skip
+            "export_seconds": round(time.perf_counter() - started, 1),
+            "tools": tool_versions(),
+        }
+        write_json(staging / "parity.json", manifest["parity"])
+        manifest = write_manifest(staging, manifest)
+    return manifest

@@ -1,0 +1,279 @@
+"""``mobileseg vos train-gate``: a short, seeded CPU training on generated sequences.
+
+No trained checkpoint of the authors can be fetched here, so the weights are made on this machine:
+
+1. backbone: seeded Kaiming ResNet-18 whose batch-norm statistics are calibrated on real photos (frozen);
+2. segmentation head (refiner stages, upsampler, refine-translator): BCE + soft IoU on full-path and reuse-path
+   outputs, where the reuse path is fed the true score change plus noise (phase "segmentation");
+3. template generator, template matching, reuse gate and delta generator (phase "gate"): the paper's
+   ``Loss_gp = (P_reuse − IoU(mask_t, mask_{t−n}))²`` (margins m1 = m2 = 0) plus
+   ``Loss_Δ = MSE(Δ_t, mask'_t − S_{t−n})``, on pairs (t − n, t) with n drawn from 1..``max_gap``.
+
+Scores S fed to the network are those of the host-fitted target model (``mobileseg.vos.solver``), so
+training sees what inference sees. Batch norms stay in inference mode (fixed statistics, learnable affine)
+so that training and export compute the same function. The report gives the Spearman correlation between
+P_reuse and the true IoU on held-out sequences, measured by running ``VOSSession`` (τ = 0.7).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mobileseg.errors import MobilesegError
+from mobileseg.vos.backbone import calibrate_batchnorm
+from mobileseg.vos.data import Sequence, generate_sequence, iou
+from mobileseg.vos.model import ReuseGateVOS
+from mobileseg.vos.solver import SolverConfig, TargetSolver, area_downsample
+
+WEIGHTS_FORMAT = "mobileseg-vos-weights/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    height: int = 128
+    width: int = 224
+    sequences: int = 12  # for the segmentation head (full features kept in memory)
+    gate_sequences: int = 48  # for the gate (only f8 and scores kept): variety matters more than steps
+    heldout: int = 4
+    length: int = 32
+    segmentation_steps: int = 150
+    gate_steps: int = 400
+    batch: int = 4
+    max_gap: int = 6
+    learning_rate: float = 1e-3
+
+    def validate(self) -> None:
+        if self.height % 32 or self.width % 32 or self.height < 64 or self.width < 64:
+            raise MobilesegError(f"training size must be multiples of 32, at least 64x64; got {self.height}x{self.width}")
+        if self.sequences < 1 or self.gate_sequences < 1 or self.heldout < 1 or self.length < 4:
+            raise MobilesegError("need at least 1 training and 1 held-out sequence of 4 frames or more")
+
+
+@dataclass
+class FeatureBank:
+    """Frozen-backbone features, target-model scores and masks of one sequence (torch, batch dim = frame)."""
+
+    f4: torch.Tensor | None  # None in a gate-only bank
+    f8: torch.Tensor
+    f16: torch.Tensor | None
+    f32: torch.Tensor | None
+    scores: torch.Tensor  # [T, 1, h16, w16]: target model fitted on frame 0 (frame 0 itself: the mask)
+    coarse_scores: torch.Tensor  # the target model's own score for every frame (frame 0 too)
+    mask16: torch.Tensor  # [T, 1, h16, w16]
+    mask8: torch.Tensor
+    masks: np.ndarray  # [T, H, W] bool
+
+
+def build_model(seed: int, height: int, width: int) -> ReuseGateVOS:
+    """Seeded model with its backbone batch norms calibrated on real photos at ``height × width``."""
+    from mobileseg.images import calibration_images
+
+    model = ReuseGateVOS.initialised(seed)
+    photos = calibration_images(16, height, width, seed=seed) * 255.0
+    batches = [torch.from_numpy(photos[i : i + 4].transpose(0, 3, 1, 2).copy()) for i in range(0, 16, 4)]
+    calibrate_batchnorm([model.backbone_low, model.backbone_high], batches)
+    return model.eval()
+
+
+@torch.no_grad()
+def feature_bank(model: ReuseGateVOS, sequence: Sequence, solver: TargetSolver, gate_only: bool = False) -> FeatureBank:
+    pixels = torch.from_numpy(sequence.frames.astype(np.float32).transpose(0, 3, 1, 2).copy())
+    f4, f8 = model.backbone_low(pixels)
+    f16, f32 = model.backbone_high(f8)
+    masks = sequence.masks > 0
+    mask16 = np.stack([area_downsample(m.astype(np.float32), 16) for m in masks])[:, None]
+    mask8 = np.stack([area_downsample(m.astype(np.float32), 8) for m in masks])[:, None]
+
+    def projected_of(f, project):
+        return model.target_model(torch.from_numpy(f), torch.from_numpy(project), torch.zeros(1, project.shape[0] * 9))[1].numpy()
+
+    state = solver.initialise(f16[:1].numpy(), mask16[:1], projected_of)
+    project, filt = torch.from_numpy(state.project), torch.from_numpy(state.filter)
+    coarse = torch.cat([model.target_model(f16[t : t + 1], project, filt)[0] for t in range(len(f16))])
+    scores = coarse.clone()
+    scores[0] = torch.from_numpy(mask16[0])
+    if gate_only:
+        f4 = f16 = f32 = None
+    return FeatureBank(f4, f8, f16, f32, scores, coarse, torch.from_numpy(mask16), torch.from_numpy(mask8), masks)
+
+
+def segmentation_criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft-IoU (objects cover a few % of a frame; BCE alone first learns "all background")."""
+    probability = torch.sigmoid(logits)
+    intersection = (probability * target).sum(dim=(1, 2, 3))
+    union = (probability + target - probability * target).sum(dim=(1, 2, 3))
+    soft_iou = 1.0 - ((intersection + 1.0) / (union + 1.0)).mean()
+    return F.binary_cross_entropy_with_logits(logits, target) + soft_iou
+
+
+def _pairs(rng: np.random.Generator, banks: list[FeatureBank], count: int, max_gap: int):
+    for _ in range(count):
+        k = int(rng.integers(len(banks)))
+        length = banks[k].f8.shape[0]
+        b = int(rng.integers(1, length))
+        a = max(0, b - int(rng.integers(1, max_gap + 1)))
+        yield k, a, b
+
+
+def _stack(banks, picks, field: str, which: int) -> torch.Tensor:
+    return torch.stack([getattr(banks[p[0]], field)[p[which]] for p in picks])
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation with average ranks for ties."""
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # average the ranks of ties
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def train_gate(config: TrainConfig = TrainConfig(), progress: Callable[[str, int, int, float], None] | None = None):
+    """Train as the module describes; returns (model, report dict)."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    model = build_model(config.seed, config.height, config.width)
+    solver = TargetSolver(SolverConfig())
+    train_sequences = [generate_sequence(config.seed * 1000 + i, config.height, config.width, config.length) for i in range(config.sequences)]
+    banks = [feature_bank(model, s, solver) for s in train_sequences]
+    gate_banks = banks + [
+        feature_bank(model, generate_sequence(config.seed * 1000 + i, config.height, config.width, config.length), solver, gate_only=True)
+        for i in range(config.sequences, max(config.sequences, config.gate_sequences))
+    ]
+    report: dict = {"config": asdict(config), "phases": {}}
+
+    head = [model.stage32, model.stage16, model.stage8, model.stage4, model.upsampler, model.translator]
+    gate_parts = [model.template_generator, model.matching, model.gate, model.delta_generator]
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def run_phase(name: str, parts, steps: int, loss_fn, pool: list[FeatureBank]) -> None:
+        params = [p for part in parts for p in part.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        optimiser = torch.optim.Adam(params, lr=config.learning_rate, amsgrad=True)
+        losses = []
+        for step in range(steps):
+            picks = list(_pairs(rng, pool, config.batch, config.max_gap))
+            loss = loss_fn(picks)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress(name, step + 1, steps, float(np.mean(losses[-20:])))
+        for p in params:
+            p.requires_grad_(False)
+        report["phases"][name] = {"steps": steps, "first_loss": losses[0] if losses else None,
+                                  "last_loss": float(np.mean(losses[-20:])) if losses else None}  # fmt: skip
+
+    size = (config.height, config.width)
+
+    def segmentation_loss(picks) -> torch.Tensor:
+        f = {k: _stack(banks, picks, k, 2) for k in ("f4", "f8", "f16", "f32")}
+        target = torch.stack([torch.from_numpy(banks[k].masks[b].astype(np.float32))[None] for k, _, b in picks])
+        score_b = _stack(banks, picks, "coarse_scores", 2)
+        full = model.refine_fine(model.refine_coarse(score_b, f["f32"], f["f16"]), score_b, f["f8"], f["f4"], size)
+        score_a = _stack(banks, picks, "scores", 1)
+        refined_a = model.refine_coarse(
+            _stack(banks, picks, "coarse_scores", 1), _stack(banks, picks, "f32", 1), _stack(banks, picks, "f16", 1)
+        )
+        delta = _stack(banks, picks, "mask16", 2) - score_a
+        delta = delta + 0.1 * torch.randn_like(delta)
+        reused = model.refine_fine(model.translator(refined_a, delta), score_a + delta, f["f8"], f["f4"], size)
+        return segmentation_criterion(full, target) + segmentation_criterion(reused, target)
+
+    def gate_loss(picks) -> torch.Tensor:
+        banks = gate_banks
+        f8_0 = torch.stack([banks[k].f8[0] for k, _, _ in picks])
+        mask8_0 = torch.stack([banks[k].mask8[0] for k, _, _ in picks])
+        template = model.template_generator(f8_0, mask8_0)
+        score_a = _stack(banks, picks, "scores", 1)
+        dissimilarity = model.matching(_stack(banks, picks, "f8", 2), score_a, template)
+        p_reuse = model.gate(dissimilarity)[:, 0]
+        target_iou = torch.tensor([iou(banks[k].masks[a], banks[k].masks[b]) for k, a, b in picks], dtype=torch.float32)
+        delta = model.delta_generator(dissimilarity)
+        loss_gp = ((p_reuse - target_iou) ** 2).mean()
+        loss_delta = F.mse_loss(delta, _stack(banks, picks, "mask16", 2) - score_a)
+        return loss_gp + loss_delta
+
+    run_phase("segmentation", head, config.segmentation_steps, segmentation_loss, banks)
+    run_phase("gate", gate_parts, config.gate_steps, gate_loss, gate_banks)
+    model.eval()
+    report["train_seconds"] = round(time.perf_counter() - started, 1)
+    report["heldout"] = evaluate_gate(model, config)
+    return model, report
+
+
+def evaluate_gate(model: ReuseGateVOS, config: TrainConfig, tau: float = 0.7) -> dict:
+    """Run ``VOSSession`` on held-out sequences; Spearman(P_reuse, IoU(mask_t, mask of the last computed frame))."""
+    from mobileseg.vos.backends import TorchBackend
+    from mobileseg.vos.session import VOSSession
+
+    backend = TorchBackend(model, (config.height, config.width))
+    probabilities, ious, reused, mask_iou = [], [], [], []
+    for i in range(config.heldout):
+        sequence = generate_sequence(10_000 + config.seed * 1000 + i, config.height, config.width, config.length)
+        session = VOSSession(backend, tau=tau)
+        session.start(sequence.frames[0], sequence.masks[0])
+        last_computed = sequence.masks[0] > 0
+        for t in range(1, len(sequence.frames)):
+            labels, info = session.step(sequence.frames[t])
+            truth = sequence.masks[t] > 0
+            probabilities.append(info.p_reuse[1])
+            ious.append(iou(truth, last_computed))
+            if info.decision[1] == "full":
+                last_computed = truth
+            reused.append(info.decision[1] == "reuse")
+            mask_iou.append(iou(labels > 0, truth))
+    return {
+        "sequences": config.heldout,
+        "frames": len(probabilities),
+        "tau": tau,
+        "spearman_p_reuse_vs_iou": round(spearman(np.array(probabilities), np.array(ious)), 4),
+        "reuse_ratio": round(float(np.mean(reused)), 4),
+        "mean_mask_iou": round(float(np.mean(mask_iou)), 4),
+    }
+
+
+def save_weights(model: ReuseGateVOS, path: Path, report: dict) -> None:
+    """Write the state dict and the training report atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": WEIGHTS_FORMAT, "state_dict": model.state_dict(), "report": report}, tmp)
+    tmp.replace(path)
+
+
+def load_weights(path: Path) -> tuple[ReuseGateVOS, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise MobilesegError(f"VOS weights not found: {path} (make them with `mobileseg vos train-gate --out {path}`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MobilesegError(f"cannot read VOS weights {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise MobilesegError(f"{path} is not a mobileseg VOS weights file ({WEIGHTS_FORMAT})")
+    model = ReuseGateVOS()
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload.get("report", {})
