@@ -349,7 +349,7 @@ def vos_train_gate(
     size: Annotated[str, typer.Option(help="HxW of the training frames (multiples of 32).")] = "128x224",
     gate_steps: Annotated[int, typer.Option(help="Optimiser steps of the gate phase.")] = 1500,
     segmentation_steps: Annotated[int, typer.Option(help="Optimiser steps of the segmentation-head phase.")] = 150,
-    gate_sequences: Annotated[int, typer.Option(help="Generated sequences the gate trains on.")] = 64,
+    gate_sequences: Annotated[int, typer.Option(help="Generated sequences the gate trains on.")] = 24,
 ) -> None:
     """Train the template, gate and delta generator (and the segmentation head) on generated sequences; report
     the Spearman correlation of P_reuse with the true IoU on held-out sequences."""

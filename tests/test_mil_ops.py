@@ -172,6 +172,9 @@ def test_stack_and_pixel_shuffle():
     # independent reference: out[c, 2h + i, 2w + j] = in[4c + 2i + j, h, w]
     expected = x.reshape(1, 3, 2, 2, 3, 5).permute(0, 1, 4, 2, 5, 3).reshape(1, 3, 6, 10)
     close(y, expected)
+    # replicate padding written over all four dims (leading zeros), as the converter writes it
+    (x,), y = run_op(lambda x: mb.pad(x=x, pad=np.array([0, 0, 0, 0, 2, 2, 2, 2], np.int32), mode="replicate"), (1, 3, 4, 5))
+    close(y, F.pad(x, (2, 2, 2, 2), mode="replicate"))
 
 
 def test_split_returns_every_piece():

@@ -528,6 +528,8 @@ def pad(x, pad, mode="constant", constant_val=0.0):
     flat = [v for before_after in reversed(pairs) for v in before_after]
     if mode == "constant":
         return F.pad(x, flat, value=float(constant_val))
+    while len(flat) > 2 and flat[-2:] == [0, 0]:  # PyTorch pads only trailing dims in reflect/replicate modes
+        flat = flat[:-2]
     return F.pad(x, flat, mode={"reflect": "reflect", "replicate": "replicate"}[str(mode)])
 
 

@@ -1,0 +1,223 @@
+"""Reuse-gated VOS: blocks against independent references, the session's state machine and input checks,
+exported subgraphs (real onnxruntime and the MIL reference) against PyTorch, subgraph by subgraph and
+over whole sequences (teacher-forced and free-running)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from mobileseg.cli import app
+from mobileseg.vos.backends import TorchBackend
+from mobileseg.vos.data import generate_sequence, iou
+from mobileseg.vos.evaluate import sequence_parity
+from mobileseg.vos.modules import PyrUpBicubic2d, StaticAdaptiveMaxPool2d, TargetModel
+from mobileseg.vos.session import VOSInputError, VOSSession, aggregate
+from mobileseg.vos.solver import neighbourhood
+from mobileseg.vos.train import build_model, spearman
+
+SIZE = (128, 224)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(0, *SIZE)
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    return generate_sequence(7, *SIZE, length=10)
+
+
+@pytest.mark.parametrize("height,width", [(60, 107), (16, 28), (32, 56), (4, 4), (9, 13)])
+def test_static_adaptive_max_pool_is_bit_exact(height, width):
+    x = torch.randn(2, 5, height, width)
+    for size in (7, 3):
+        assert torch.equal(StaticAdaptiveMaxPool2d(size)(x), torch.nn.AdaptiveMaxPool2d(size)(x))
+
+
+def test_bicubic_upsampler_and_target_model_match_torch_ops():
+    x = torch.randn(1, 6, 11, 17)
+    up = PyrUpBicubic2d(6)(x)
+    torch.testing.assert_close(up, F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False), atol=2e-6, rtol=0)
+    f16, project, filt = torch.randn(1, 256, 5, 7), torch.randn(96, 256), torch.randn(1, 96 * 9)
+    score, projected = TargetModel()(f16, project, filt)
+    reference = F.conv2d(F.conv2d(f16, project[:, :, None, None]), filt.reshape(1, 96, 3, 3), padding=1)
+    torch.testing.assert_close(score, reference, rtol=1e-4, atol=1e-3)
+    # the host solver's neighbourhood order is the graph's: X · filterᵀ is the same score
+    host = neighbourhood(projected.numpy()) @ filt.numpy()[0]
+    np.testing.assert_allclose(host.reshape(5, 7), reference[0, 0].numpy(), rtol=1e-3, atol=1e-2)
+
+
+def test_generated_sequences_are_deterministic_with_exact_masks():
+    a, b = generate_sequence(3, *SIZE, length=12), generate_sequence(3, *SIZE, length=12)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+    assert a.masks[0].any() and set(np.unique(a.masks)) <= {0, 1}
+    still = [t for t in range(1, 12) if a.phases[t] == "still"]
+    assert all(iou(a.masks[t], a.masks[t - 1]) == 1.0 for t in still)
+    two = generate_sequence(4, *SIZE, length=4, objects=2)
+    assert set(np.unique(two.masks[0])) == {0, 1, 2}
+
+
+def test_soft_aggregation_and_spearman():
+    p = np.array([[[0.9, 0.2, 0.6]], [[0.3, 0.1, 0.8]]], np.float32)
+    assert aggregate(p).tolist() == [[1, 0, 2]]
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 50.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
+
+
+def test_session_state_machine_follows_tau_and_force(model, sequence):
+    backend = TorchBackend(model, SIZE)
+    never = VOSSession(backend, tau=1.0)
+    never.start(sequence.frames[0], sequence.masks[0])
+    for t in range(1, 4):
+        _, info = never.step(sequence.frames[t])
+        assert info.decision == {1: "full"} and "backbone_high" in info.latency_ms
+    assert never.reuse_ratio() == 0.0
+    always = VOSSession(backend, tau=0.0)
+    always.start(sequence.frames[0], sequence.masks[0])
+    score_before = always.objects[0].score_prev.copy()
+    labels, info = always.step(sequence.frames[1])
+    assert info.decision == {1: "reuse"} and "backbone_high" not in info.latency_ms and "refine_translator" in info.latency_ms
+    assert np.array_equal(always.objects[0].score_prev, score_before)  # reuse writes no state
+    assert labels.shape == SIZE and labels.dtype == np.uint8
+    _, info = always.step(sequence.frames[2], force={1: "full"})
+    assert info.decision == {1: "full"} and not np.array_equal(always.objects[0].score_prev, score_before)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("tau", "τ must lie in [0, 1]"),
+    ("frame_size", "but the model runs at 128x224"),
+    ("mask_size", "the first mask is"),
+    ("mask_values", "binary or a label map"),
+    ("empty", "no foreground"),
+])  # fmt: skip
+def test_session_rejects_bad_input(model, sequence, case, message):
+    backend = TorchBackend(model, SIZE)
+    with pytest.raises(VOSInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        if case == "tau":
+            VOSSession(backend, tau=1.5)
+        session = VOSSession(backend)
+        if case == "frame_size":
+            session.start(sequence.frames[0][:64], sequence.masks[0][:64])
+        if case == "mask_size":
+            session.start(sequence.frames[0], sequence.masks[0][:64])
+        if case == "mask_values":
+            session.start(sequence.frames[0], sequence.masks[0] * 0.5)
+        if case == "empty":
+            session.start(sequence.frames[0], np.zeros(SIZE, np.uint8))
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    from mobileseg.vos.export import VOSExportRequest, export_vos
+
+    out = tmp_path_factory.mktemp("vos") / "artifact"
+    manifest = export_vos(VOSExportRequest(model, out, ("onnx", "coreml"), SIZE, weights_record={"seed": 0}))
+    return out, manifest
+
+
+def test_export_writes_every_subgraph_and_a_state_machine(exported):
+    out, manifest = exported
+    assert manifest["parity"]["passed"], [r for r in manifest["parity"]["results"] if not r["passed"]]
+    names = {(e["subgraph"], e["target"], e["precision"]) for e in manifest["artifacts"]}
+    assert len(names) == 8 * 3  # onnx fp32 + coreml fp32/fp16
+    assert all((out / e["file"]).exists() for e in manifest["artifacts"])
+    assert manifest["gate"]["reuse_if"] == "p_reuse > tau (strict)"
+    assert manifest["state"]["per object"]["score_prev"] == [1, 1, 8, 14]
+    onnx_gate = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["target"] == "onnx")
+    assert "ReduceMax" in onnx_gate["ops"] and "MaxPool" not in onnx_gate["ops"]  # the static pool rewrite
+    fp32 = [r for r in manifest["parity"]["results"] if r["precision"] == "fp32"]
+    assert max(m["max_rel"] for r in fp32 for m in r["metrics"].values()) < 1e-4
+
+
+@pytest.mark.parametrize("runtime,precision", [("onnxruntime", "fp32"), ("mil-reference", "fp32")])
+def test_exported_session_follows_pytorch(model, exported, runtime, precision):
+    from mobileseg.vos.api import open_backend
+
+    out, _ = exported
+    clip = generate_sequence(11, *SIZE, length=8, objects=2)
+    result = sequence_parity(TorchBackend(model, SIZE), open_backend(out, runtime, precision), clip, tau=0.5, precision=precision)
+    assert result["teacher_forced"]["passed"], result
+    assert result["teacher_forced"]["min_mask_iou"] >= (0.99 if precision == "fp32" else 0.95)
+    if precision == "fp32":
+        assert result["free_running"]["decision_agreement"] == 1.0
+        assert result["teacher_forced"]["max_p_reuse_diff"] < 1e-4
+
+
+def test_cli_run_writes_masks_and_log(exported, tmp_path, sequence):
+    import imageio.v3 as iio
+
+    out, _ = exported
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t, frame in enumerate(sequence.frames[:5]):
+        iio.imwrite(frames / f"{t:03d}.png", frame)
+    iio.imwrite(tmp_path / "mask.png", (sequence.masks[0] * 255).astype(np.uint8))
+    result = runner.invoke(app, ["vos", "run", str(out), "--video", str(frames), "--mask", str(tmp_path / "mask.png"),
+                                 "--tau", "0.7", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["frames"] == 5 and len(log["per_frame"]) == 4
+    assert {"p_reuse", "decision", "latency_ms"} <= set(log["per_frame"][0])
+    assert len(list((tmp_path / "run" / "masks").glob("*.png"))) == 5
+
+
+def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
+    import imageio.v3 as iio
+
+    out, _ = exported
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    iio.imwrite(frames / "000.png", sequence.frames[0])
+    iio.imwrite(frames / "001.png", sequence.frames[1][:100])
+    good = tmp_path / "good"
+    good.mkdir()
+    for t in range(2):
+        iio.imwrite(good / f"{t:03d}.png", sequence.frames[t])
+    iio.imwrite(tmp_path / "mask.png", (sequence.masks[0] * 255).astype(np.uint8))
+    grey = (np.arange(SIZE[0] * SIZE[1]).reshape(SIZE) % 200).astype(np.uint8)
+    iio.imwrite(tmp_path / "grey.png", grey)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text((out / "manifest.json").read_text())
+    cases = [
+        (["vos", "run", str(out), "--video", str(frames), "--mask", str(tmp_path / "mask.png")], "all frames must have one size"),
+        (["vos", "run", str(out), "--video", str(good), "--mask", str(tmp_path / "grey.png")], "not binary"),
+        (["vos", "run", str(out), "--video", str(good), "--mask", str(tmp_path / "mask.png"), "--tau", "2"], "τ must lie"),
+        (["vos", "run", str(broken), "--video", str(good), "--mask", str(tmp_path / "mask.png")], "is missing"),
+        (["vos", "bench", str(out), "--taus", "0.5,x"], "comma-separated"),
+        (["vos", "export", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")], "VOS weights not found"),
+        (["vos", "export", "--input-size", "100x200", "--out", str(tmp_path / "y"), "--weights", str(out / "torch/weights.pt")],
+         "multiples of 32"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_gate_training_is_reproducible_from_the_seed_and_learns(tmp_path):
+    from mobileseg.vos.train import TrainConfig, load_weights, save_weights, train_gate
+
+    config = TrainConfig(sequences=2, gate_sequences=6, heldout=1, length=8, segmentation_steps=4, gate_steps=150)
+    first, report = train_gate(config)
+    second, _ = train_gate(config)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+    gate = report["phases"]["gate"]
+    assert gate["last_loss"] < gate["first_loss"]
+    held = report["heldout"]
+    rho = held["spearman_p_reuse_vs_iou"]
+    assert held["frames"] == 7 and (rho is None or -1.0 <= rho <= 1.0)
+    save_weights(first, tmp_path / "w.pt", report)
+    loaded, loaded_report = load_weights(tmp_path / "w.pt")
+    assert loaded_report["config"]["seed"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), first.state_dict().values()))
