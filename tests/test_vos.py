@@ -194,6 +194,8 @@ def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
         (["vos", "run", str(broken), "--video", str(good), "--mask", str(tmp_path / "mask.png")], "is missing"),
         (["vos", "bench", str(out), "--taus", "0.5,x"], "comma-separated"),
         (["vos", "export", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")], "VOS weights not found"),
+        (["vos", "export", "--target", "tflite", "--out", str(tmp_path / "z"), "--weights", str(out / "torch/weights.pt")],
+         "not built yet"),
         (["vos", "export", "--input-size", "100x200", "--out", str(tmp_path / "y"), "--weights", str(out / "torch/weights.pt")],
          "multiples of 32"),
     ]  # fmt: skip
