@@ -129,11 +129,18 @@ def plot_sweep(result: dict, path: Path) -> Path:
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(lines, labels, fontsize=7, loc="upper left")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, **savefig_options) -> Path:
+    """Lay out, write atomically (temp file, then rename) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(temp)
+    fig.savefig(temp, **savefig_options)
     plt.close(fig)
     temp.replace(path)
     return path

@@ -185,7 +185,7 @@ def verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tuple
         names = runtimes or [r.name for r in runtimes_for(target)]
         for name in names:
             runtime = get_runtime(name)
-            if runtime.target == target and runtime.is_available() and not runtime.unavailable_reason():
+            if runtime.target == target and not runtime.unavailable_reason():
                 pairs.append((target, precision, name))
     subgraph_results = []
     for target, precision, name in pairs:
@@ -236,14 +236,10 @@ def bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], l
     result = {"kind": "vos-bench", "artifact": str(folder), "input_size": list(size), "sequence": sequence.name,
               "frames": length, "threads": threads, "runs": runs, "tools": tool_versions()}  # fmt: skip
     if out_file:
-        from mobileseg.export.artifact import write_json
+        from mobileseg.bench.report import write_result
 
-        out_file = Path(out_file)
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_file.with_name(f".{out_file.name}.tmp")
-        write_json(tmp, result)
-        tmp.replace(out_file)
-        plot_fps(result, out_file.with_suffix(".png"))
+        write_result(result, out_file)
+        plot_fps(result, Path(out_file).with_suffix(".png"))
     return result
 
 
@@ -253,6 +249,8 @@ def plot_fps(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from mobileseg.bench.report import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in result["runs"]:
@@ -265,8 +263,4 @@ def plot_fps(result: dict, path: Path) -> None:
     ax.set_title(f"reuse-gated VOS, {result['input_size'][0]}x{result['input_size'][1]}, {result['threads']} thread(s)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)

@@ -22,7 +22,7 @@ from mobileseg.export.artifact import staging_folder, tool_versions, write_json,
 from mobileseg.verify.metrics import check, compare
 from mobileseg.vos.backends import TorchBackend
 from mobileseg.vos.data import generate_sequence
-from mobileseg.vos.model import ReuseGateVOS, Subgraph, feature_shapes, subgraphs
+from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, Subgraph, feature_shapes, subgraphs, validate_size
 from mobileseg.vos.session import VOSSession
 from mobileseg.vos.solver import SolverConfig
 
@@ -67,11 +67,6 @@ class VOSExportRequest:
     seed: int = 0
 
 
-def validate_size(height: int, width: int) -> None:
-    if height % 32 or width % 32 or height < 64 or width < 64:
-        raise ExportError(f"VOS input size must be multiples of 32 and at least 64x64; got {height}x{width}")
-
-
 class RecordingBackend:
     """Wraps a backend and keeps the first inputs (and outputs) each subgraph saw after frame 0."""
 
@@ -97,8 +92,7 @@ def record_subgraph_io(model: ReuseGateVOS, input_size: tuple[int, int], seed: i
     backend.recording = True
     session.step(sequence.frames[1])  # full path
     session.step(sequence.frames[2], force={1: "reuse"})  # reuse path (teacher forced)
-    missing = [g for g in ("backbone_low", "backbone_high", "template", "matching", "target_model", "refiner_coarse",
-                           "refine_translator", "refiner_fine") if g not in backend.seen]  # fmt: skip
+    missing = [g for g in SUBGRAPH_NAMES if g not in backend.seen]
     if missing:
         raise ExportError(f"internal: subgraphs never ran while recording: {', '.join(missing)}")
     return backend.seen

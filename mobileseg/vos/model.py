@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mobileseg.errors import MobilesegError
 from mobileseg.vos.backbone import ResNet18High, ResNet18Low, init_resnet
 from mobileseg.vos.modules import (
     TARGET_CHANNELS,
@@ -84,34 +85,14 @@ class ReuseGateVOS(nn.Module):
         return self.upsampler(x, image_size)
 
 
-# ---- subgraphs: thin modules with explicit inputs and outputs (no hidden state) -------------------------
+# ---- subgraphs: modules with explicit inputs and outputs (no hidden state). Where a part of the model
+# already has the subgraph's signature it is used as is; these wrappers compose the others. -------------
 
 
-class BackboneLow(nn.Module):
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.net = model.backbone_low
-
-    def forward(self, pixels):
-        return self.net(pixels)
-
-
-class BackboneHigh(nn.Module):
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.net = model.backbone_high
-
-    def forward(self, f8):
-        return self.net(f8)
-
-
-class Template(nn.Module):
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.net = model.template_generator
-
-    def forward(self, f8, mask8):
-        return self.net(f8, mask8)
+def validate_size(height: int, width: int, what: str = "VOS input size") -> None:
+    """The subgraphs' shapes assume both sides divisible by 32 (f32 is 1/32) and at least 64."""
+    if height % 32 or width % 32 or height < 64 or width < 64:
+        raise MobilesegError(f"{what} must be multiples of 32 and at least 64x64; got {height}x{width}")
 
 
 class MatchingGateDelta(nn.Module):
@@ -124,15 +105,6 @@ class MatchingGateDelta(nn.Module):
         return self.gate(dissimilarity), self.delta(dissimilarity)
 
 
-class TargetModelGraph(nn.Module):
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.net = model.target_model
-
-    def forward(self, f16, project, filter):
-        return self.net(f16, project, filter)
-
-
 class RefinerCoarse(nn.Module):
     def __init__(self, model: ReuseGateVOS):
         super().__init__()
@@ -140,15 +112,6 @@ class RefinerCoarse(nn.Module):
 
     def forward(self, score, f32, f16):
         return self.model.refine_coarse(score, f32, f16)
-
-
-class Translator(nn.Module):
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.net = model.translator
-
-    def forward(self, refined_prev, delta):
-        return self.net(refined_prev, delta)
 
 
 class RefinerFine(nn.Module):
@@ -200,18 +163,18 @@ def subgraphs(model: ReuseGateVOS, height: int, width: int) -> list[Subgraph]:
         return {rename.get(n, n): s[n] for n in names}
 
     return [
-        Subgraph("backbone_low", BackboneLow(model), pick("pixels"), pick("f4", "f8"), "every frame"),
-        Subgraph("backbone_high", BackboneHigh(model), pick("f8"), pick("f16", "f32"), "full path, once per frame"),
-        Subgraph("template", Template(model), pick("f8", "mask8"), pick("template"), "object start"),
+        Subgraph("backbone_low", model.backbone_low, pick("pixels"), pick("f4", "f8"), "every frame"),
+        Subgraph("backbone_high", model.backbone_high, pick("f8"), pick("f16", "f32"), "full path, once per frame"),
+        Subgraph("template", model.template_generator, pick("f8", "mask8"), pick("template"), "object start"),
         Subgraph(
             "matching", MatchingGateDelta(model), pick("f8", "score", "template", rename={"score": "score_prev"}),
             {"p_reuse": s["p_reuse"], "delta": s["score"]}, "every frame, per object",
         ),  # fmt: skip
-        Subgraph("target_model", TargetModelGraph(model), pick("f16", "project", "filter"), pick("score", "projected"),
+        Subgraph("target_model", model.target_model, pick("f16", "project", "filter"), pick("score", "projected"),
                  "full path, per object"),  # fmt: skip
         Subgraph("refiner_coarse", RefinerCoarse(model), pick("score", "f32", "f16"), pick("refined"), "full path, per object"),
         Subgraph(
-            "refine_translator", Translator(model), {"refined_prev": s["refined"], "delta": s["score"]}, pick("refined"),
+            "refine_translator", model.translator, {"refined_prev": s["refined"], "delta": s["score"]}, pick("refined"),
             "reuse path, per object",
         ),  # fmt: skip
         Subgraph("refiner_fine", RefinerFine(model, (height, width)), pick("refined", "score", "f8", "f4"), pick("logits"),

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from mobileseg.errors import MobilesegError
+from mobileseg.vos.modules import TARGET_CHANNELS
 from mobileseg.vos.solver import SolverConfig, TargetSolver, TargetState, area_downsample
 
 
@@ -149,7 +150,7 @@ class VOSSession:
         features = [self._run("backbone_low", pixels=self._pixels(f)) for f in frames]
         high = [self._run("backbone_high", f8=f["f8"]) for f in features]
         f16 = np.concatenate([h["f16"] for h in high])
-        zero_filter = None
+        zero_filter = np.zeros((1, TARGET_CHANNELS * 9), np.float32)  # only the projection is wanted while fitting
         self.objects = []
         for label in labels:
             mask = (mask0 == label).astype(np.float32)
@@ -157,9 +158,6 @@ class VOSSession:
             target16 = np.stack([area_downsample(m, 16)[None] for m in masks])
 
             def projected_of(f16_one: np.ndarray, project: np.ndarray) -> np.ndarray:
-                nonlocal zero_filter
-                if zero_filter is None:
-                    zero_filter = np.zeros((1, project.shape[0] * 9), np.float32)
                 return self._run("target_model", f16=f16_one, project=project, filter=zero_filter)["projected"]
 
             target = self.solver.initialise(f16, target16, projected_of)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mobileseg.errors import MobilesegError
 from mobileseg.vos.backbone import calibrate_batchnorm
 from mobileseg.vos.data import Sequence, generate_sequence, iou
-from mobileseg.vos.model import ReuseGateVOS
+from mobileseg.vos.model import ReuseGateVOS, validate_size
 from mobileseg.vos.solver import SolverConfig, TargetSolver, area_downsample
 
 WEIGHTS_FORMAT = "mobileseg-vos-weights/1"
@@ -54,8 +54,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
 
     def validate(self) -> None:
-        if self.height % 32 or self.width % 32 or self.height < 64 or self.width < 64:
-            raise MobilesegError(f"training size must be multiples of 32, at least 64x64; got {self.height}x{self.width}")
+        validate_size(self.height, self.width, "training size")
         if self.sequences < 1 or self.gate_sequences < 1 or self.heldout < 1 or self.length < 4:
             raise MobilesegError("need at least 1 training and 1 held-out sequence of 4 frames or more")
 
@@ -253,17 +252,15 @@ def train_gate(config: TrainConfig = TrainConfig(), progress: Callable[[str, int
 def evaluate_gate(model: ReuseGateVOS, config: TrainConfig, tau: float = 0.7) -> dict:
     """Run ``VOSSession`` on held-out sequences; Spearman(P_reuse, IoU(mask_t, mask of the last computed frame))."""
     from mobileseg.vos.backends import TorchBackend
-    from mobileseg.vos.session import VOSSession
+    from mobileseg.vos.evaluate import track
 
     backend = TorchBackend(model, (config.height, config.width))
     probabilities, ious, reused, mask_iou = [], [], [], []
     for i in range(config.heldout):
         sequence = generate_sequence(10_000 + config.seed * 1000 + i, config.height, config.width, config.length)
-        session = VOSSession(backend, tau=tau)
-        session.start(sequence.frames[0], sequence.masks[0])
+        tracked, infos, _ = track(backend, sequence, tau)
         last_computed = sequence.masks[0] > 0
-        for t in range(1, len(sequence.frames)):
-            labels, info = session.step(sequence.frames[t])
+        for t, (labels, info) in enumerate(zip(tracked[1:], infos), start=1):
             truth = sequence.masks[t] > 0
             probabilities.append(info.p_reuse[1])
             ious.append(iou(truth, last_computed))
