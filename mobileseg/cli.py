@@ -375,7 +375,7 @@ def vos_train_gate(
 @vos_app.command("export")
 def vos_export(
     weights: Annotated[Path, typer.Option(help="Weights from `mobileseg vos train-gate`.")] = DEFAULT_VOS_WEIGHTS,
-    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | all (repeatable).")] = None,
+    target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | tflite | all (repeatable).")] = None,
     input_size: Annotated[str, typer.Option(help="HxW the subgraphs are fixed to (multiples of 32).")] = "128x224",
     out_dir: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("artifacts/vos"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,

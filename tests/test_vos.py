@@ -194,8 +194,8 @@ def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
         (["vos", "run", str(broken), "--video", str(good), "--mask", str(tmp_path / "mask.png")], "is missing"),
         (["vos", "bench", str(out), "--taus", "0.5,x"], "comma-separated"),
         (["vos", "export", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")], "VOS weights not found"),
-        (["vos", "export", "--target", "tflite", "--out", str(tmp_path / "z"), "--weights", str(out / "torch/weights.pt")],
-         "not built yet"),
+        (["vos", "export", "--target", "tensorrt", "--out", str(tmp_path / "z"), "--weights", str(out / "torch/weights.pt")],
+         "unknown VOS target"),
         (["vos", "export", "--input-size", "100x200", "--out", str(tmp_path / "y"), "--weights", str(out / "torch/weights.pt")],
          "multiples of 32"),
     ]  # fmt: skip
@@ -223,3 +223,46 @@ def test_gate_training_is_reproducible_from_the_seed_and_learns(tmp_path):
     loaded, loaded_report = load_weights(tmp_path / "w.pt")
     assert loaded_report["config"]["seed"] == 0
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), first.state_dict().values()))
+
+
+TFLITE_SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def exported_tflite(tmp_path_factory):
+    from mobileseg.vos.export import VOSExportRequest, export_vos
+
+    small = build_model(0, *TFLITE_SIZE)
+    out = tmp_path_factory.mktemp("vos-tflite") / "artifact"
+    manifest = export_vos(VOSExportRequest(small, out, ("tflite",), TFLITE_SIZE, weights_record={"seed": 0}))
+    return small, out, manifest
+
+
+def test_tflite_export_maps_every_tensor_and_passes_parity(exported_tflite):
+    _, out, manifest = exported_tflite
+    assert manifest["parity"]["passed"], [r for r in manifest["parity"]["results"] if not r["passed"]]
+    assert {(e["subgraph"], e["precision"]) for e in manifest["artifacts"]} == {
+        (g, p) for g in ("backbone_low", "backbone_high", "template", "matching", "target_model", "refiner_coarse",
+                         "refine_translator", "refiner_fine") for p in ("fp32", "fp16")}  # fmt: skip
+    matching = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["precision"] == "fp32")
+    tensors = matching["io"]["tensors"]
+    assert set(tensors["inputs"]) == {"f8", "score_prev", "template"} and set(tensors["outputs"]) == {"p_reuse", "delta"}
+    # onnx2tf reads the square [1, 64, 64] template as it is, but moves the channels of f8 last
+    assert tensors["inputs"]["template"]["layout"] == "as_is" and tensors["inputs"]["f8"]["layout"] == "channels_last"
+    fp32 = [r for r in manifest["parity"]["results"] if r["precision"] == "fp32"]
+    assert max(m["max_rel"] for r in fp32 for m in r["metrics"].values()) < 1e-4
+
+
+@pytest.mark.parametrize("runtime", ["litert", "tflite-runtime-noxnn"])
+def test_tflite_session_follows_pytorch(exported_tflite, runtime):
+    from mobileseg.runtimes import get_runtime
+    from mobileseg.vos.api import open_backend
+
+    if get_runtime(runtime).unavailable_reason():
+        pytest.skip(get_runtime(runtime).unavailable_reason())
+    small, out, _ = exported_tflite
+    clip = generate_sequence(12, *TFLITE_SIZE, length=8, objects=2)
+    result = sequence_parity(TorchBackend(small, TFLITE_SIZE), open_backend(out, runtime), clip, tau=0.5, precision="fp32")
+    assert result["teacher_forced"]["passed"], result
+    assert result["teacher_forced"]["min_mask_iou"] >= 0.99
+    assert result["free_running"]["decision_agreement"] == 1.0

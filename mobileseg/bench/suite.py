@@ -167,15 +167,15 @@ def bench_vos_tau(weights: Path, artifacts: Path, out: Path) -> dict:
         model, report = train_gate(TrainConfig())
         save_weights(model, weights, report)
     model, report = load_weights(weights)
-    export_vos(VOSExportRequest(model, artifacts, ("onnx",), (report["config"]["height"], report["config"]["width"]), force=True,
-                                weights_record={"file": str(weights), "seed": report["config"]["seed"]}))  # fmt: skip
-    result = bench_artifact(artifacts, ["onnxruntime", "torch"], (1.0, 0.9, 0.7, 0.5, 0.3), 48, 40_000, 1, out)
-    rows = result["runs"][0]["rows"]
-    near_half = min(rows, key=lambda r: abs(r["reuse_ratio"] - 0.5))
+    export_vos(VOSExportRequest(model, artifacts, ("onnx", "tflite"), (report["config"]["height"], report["config"]["width"]),
+                                force=True, weights_record={"file": str(weights), "seed": report["config"]["seed"]}))  # fmt: skip
+    result = bench_artifact(artifacts, ["onnxruntime", "litert", "torch"], (1.0, 0.9, 0.7, 0.5, 0.3), 48, 40_000, 1, out)
+    near_half = {run["runtime"]: min(run["rows"], key=lambda r: abs(r["reuse_ratio"] - 0.5)) for run in result["runs"]}
     return {
         "benchmark": "vos_fps_vs_tau", "result_file": str(out), "heldout_gate": report.get("heldout"),
         "runs": result["runs"], "closest_to_half_reuse": near_half,
-        "target": "mean latency <= 0.7 x tau=1 at ~50 % reuse", "meets_target": near_half["latency_vs_tau1"] <= 0.7,
+        "target": "mean latency <= 0.7 x tau=1 at ~50 % reuse (onnxruntime and litert)",
+        "meets_target": all(near_half[r]["latency_vs_tau1"] <= 0.7 for r in ("onnxruntime", "litert")),
     }
 
 
@@ -194,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     sinet, zoo_export, overhead, sweep, vos = results["benchmarks"]
-    half = vos["closest_to_half_reuse"]
-    print(f"vos_fps_vs_tau: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency {half['latency_vs_tau1']:.3f} x tau=1 "
-          f"(target <= 0.7) {'OK' if vos['meets_target'] else 'MISSED'}")
+    for runtime, half in vos["closest_to_half_reuse"].items():
+        print(f"vos_fps_vs_tau {runtime}: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency "
+              f"{half['latency_vs_tau1']:.3f} x tau=1 (target <= 0.7)")
+    print(f"vos_fps_vs_tau: {'OK' if vos['meets_target'] else 'MISSED'}")
     print(f"latency_harness_overhead: no-op median {overhead['noop_ms']['median'] * 1e3:.2f} µs = "
           f"{overhead['overhead_fraction_of_1ms']:.2%} of 1 ms (target <= 2 %) {'OK' if overhead['meets_target'] else 'MISSED'}")
     print(f"dilation sweep: {sweep['median_ms']} → {sweep['result']}")

@@ -179,23 +179,30 @@ def _onnx2tf(
     ``static_shape`` (the model's input shape) is given for a graph with symbolic height and width: onnx2tf
     then uses it for its test inference only.
     """
+    hints = None
+    if static_shape is not None:
+        b, *rest = static_shape
+        nchw = static_shape if options.keep_nchw else (b, rest[2], rest[0], rest[1])
+        hints = [f"image:{','.join(str(v) for v in nchw)}"]
+    return _run_onnx2tf(onnx_path, workdir, sample, log_path, ["image"] if options.keep_nchw else None, hints)
+
+
+def _run_onnx2tf(
+    onnx_path: Path, workdir: Path, sample: np.ndarray, log_path: Path, keep_nchw: list[str] | None = None,
+    hints: list[str] | None = None,
+) -> Path:
     import onnx2tf
 
     workdir.mkdir()
     source = workdir / "model.onnx"
     shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
     saved_model = workdir / "saved_model"
-    hints = None
-    if static_shape is not None:
-        b, *rest = static_shape
-        nchw = static_shape if options.keep_nchw else (b, rest[2], rest[0], rest[1])
-        hints = [f"image:{','.join(str(v) for v in nchw)}"]
     with _onnx2tf_environment(workdir, sample), captured_output(log_path):
         onnx2tf.convert(
             input_onnx_file_path=str(source),
             output_folder_path=str(saved_model),
             output_signaturedefs=True,
-            keep_ncw_or_nchw_or_ncdhw_input_names=["image"] if options.keep_nchw else None,
+            keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw,
             shape_hints=hints,
             non_verbose=True,
             verbosity="error",
@@ -291,3 +298,122 @@ def _describe(
         "ops": dict(sorted(ops.items())),
         "options": options.to_dict(),
     }  # fmt: skip
+
+
+# ---- graphs with several inputs and outputs (the VOS subgraphs) -------------------------------------------
+
+GRAPH_PRECISIONS = ("fp32", "fp16")  # what onnx2tf writes itself; quantised state tensors are out of scope
+
+
+def channels_last(array: np.ndarray) -> np.ndarray:
+    """NCHW → NHWC, NCW → NWC (onnx2tf's layout for every 3-D and 4-D tensor it transposes)."""
+    return np.ascontiguousarray(np.moveaxis(array, 1, -1))
+
+
+def convert_graph(
+    onnx_path: Path,
+    files: dict[str, Path],
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    name: str,
+) -> dict[str, dict]:
+    """Convert a multi-input, multi-output ONNX graph with onnx2tf into ``files[precision]`` (fp32, fp16).
+
+    ``inputs`` / ``outputs`` are real NCHW tensors and their reference values (PyTorch). onnx2tf moves the
+    channel axis of 3-D and 4-D tensors last, but not always (a square ``[1, 64, 64]`` input is read as it
+    is), and names outputs ``Identity_N``. So the I/O record is read from the written file with real tensors:
+    each input's layout from its shape (by value where both layouts fit), each output's name and layout by
+    the reference output it reproduces. Returns, per precision, that ``tensors`` record, which the TFLite
+    runner follows.
+    """
+    bad = [p for p in files if p not in GRAPH_PRECISIONS]
+    if bad:
+        raise ExportError(f"{name}: tflite graphs are exported as {', '.join(GRAPH_PRECISIONS)}, not {', '.join(bad)}")
+    with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
+        workdir = Path(tmp)
+        log_path = workdir / "convert.log"
+        try:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            with captured_output(log_path):
+                import onnx2tf  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
+        pictures = [channels_last(v) for v in inputs.values() if v.ndim == 4 and v.shape[1] == 3]
+        sample = pictures[0] if pictures else np.zeros((1, 128, 128, 3), np.float32)
+        try:
+            saved_model = _run_onnx2tf(onnx_path, workdir / "convert", sample, log_path)
+        except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
+            raise _failure(name, "onnx2tf", exc, log_path) from exc
+        written = {"fp32": saved_model / "model_float32.tflite", "fp16": saved_model / "model_float16.tflite"}
+        records = {}
+        for precision, target in files.items():
+            if not written[precision].is_file():
+                raise _failure(name, "onnx2tf", ExportError(f"onnx2tf wrote no {written[precision].name}"), log_path)
+            records[precision] = _graph_tensors(written[precision], inputs, outputs, name)
+            shutil.copyfile(written[precision], target)
+    return records
+
+
+def _graph_tensors(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], name: str) -> dict:
+    """Map the TFLite file's tensors to the graph's named inputs and outputs (see ``convert_graph``).
+
+    An input whose channel-last shape equals its own shape (a square ``[1, 64, 64]``) cannot be told by
+    shape: each reading is tried on the real tensors and the one that reproduces the reference is kept.
+    """
+    import itertools
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with captured_output(os.devnull):
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+    choices = {}
+    for detail in interpreter.get_input_details():
+        key = detail["name"].removeprefix("serving_default_").split(":")[0]
+        if key not in inputs:
+            raise ExportError(f"{name}: tflite input {detail['name']} matches no graph input ({', '.join(inputs)})")
+        value = inputs[key]
+        fits = [layout for layout in ("channels_last", "as_is") if value.ndim in (3, 4) or layout == "as_is"
+                if list((channels_last(value) if layout == "channels_last" else value).shape) == list(detail["shape"])]  # fmt: skip
+        if not fits:
+            raise ExportError(f"{name}: tflite input {key} has shape {list(detail['shape'])}, not a layout of {list(value.shape)}")
+        choices[key] = (detail, fits)
+    best = None
+    for layouts in itertools.product(*(fits for _, fits in choices.values())):
+        for (key, (detail, _)), layout in zip(choices.items(), layouts):
+            value = channels_last(inputs[key]) if layout == "channels_last" else inputs[key]
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=np.float32))
+        interpreter.invoke()
+        matched, total = _match_outputs(interpreter, outputs, name)
+        if best is None or total < best[0]:
+            best = (total, dict(zip(choices, layouts)), matched)
+    _, input_layouts, matched = best
+    return {
+        "inputs": {key: {"tensor": choices[key][0]["name"], "layout": input_layouts[key]} for key in choices},
+        "outputs": matched,
+    }
+
+
+def _match_outputs(interpreter, outputs: dict[str, np.ndarray], name: str) -> tuple[dict, float]:
+    """Each output tensor → (graph output, layout) by shape and least relative error; and the summed error."""
+    record, total = {}, 0.0
+    for detail in interpreter.get_output_details():
+        produced = interpreter.get_tensor(detail["index"])
+        candidates = []
+        for key, expected in outputs.items():
+            readings = [("as_is", produced)]
+            if produced.ndim in (3, 4):
+                readings.append(("channels_last", np.moveaxis(produced, -1, 1)))
+            for layout, value in readings:
+                if value.shape == expected.shape and key not in record:
+                    error = float(np.abs(value - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+                    candidates.append((error, key, layout))
+        if not candidates:
+            raise ExportError(f"{name}: tflite output {detail['name']} {list(detail['shape'])} matches no graph output")
+        error, key, layout = min(candidates)
+        record[key] = {"tensor": detail["name"], "layout": layout}
+        total += error
+    missing = [k for k in outputs if k not in record]
+    if missing:
+        raise ExportError(f"{name}: tflite file has no output for {', '.join(missing)}")
+    return record, total

@@ -26,11 +26,17 @@ from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 
 
 def to_model_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if layout == "NHWC" and array.ndim == 4 else array
+    """Channel-first → the model's layout: "NHWC" (4-D) or "channels_last" (3-D and 4-D); else unchanged."""
+    if (layout == "NHWC" and array.ndim == 4) or (layout == "channels_last" and array.ndim in (3, 4)):
+        return np.ascontiguousarray(np.moveaxis(array, 1, -1))
+    return array
 
 
 def to_nchw(array: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if layout == "NHWC" and array.ndim == 4 else array
+    """The model's layout → channel-first (the inverse of ``to_model_layout``)."""
+    if (layout == "NHWC" and array.ndim == 4) or (layout == "channels_last" and array.ndim in (3, 4)):
+        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+    return array
 
 
 def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
@@ -68,18 +74,32 @@ class TfliteSession(Session):
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         io = io or {}
-        self.input_layout = io.get("input", {}).get("layout", "NCHW")
-        self.output_layout = io.get("output", {}).get("layout", "NCHW")
-        self.input_names = [io.get("input", {}).get("name", d["name"]) for d in self.inputs]
-        self.output_names = [io.get("output", {}).get("name", d["name"]) for d in self.outputs]
+        if "tensors" in io:  # several named inputs/outputs, each with its own layout (a VOS subgraph)
+            self.input_names, self.input_layouts = self._bind(self.inputs, io["tensors"]["inputs"], path)
+            self.output_names, self.output_layouts = self._bind(self.outputs, io["tensors"]["outputs"], path)
+        else:  # one image in, one logits tensor out
+            self.input_names = [io.get("input", {}).get("name", d["name"]) for d in self.inputs]
+            self.output_names = [io.get("output", {}).get("name", d["name"]) for d in self.outputs]
+            self.input_layouts = [io.get("input", {}).get("layout", "NCHW")] * len(self.inputs)
+            self.output_layouts = [io.get("output", {}).get("layout", "NCHW")] * len(self.outputs)
         self.info = SessionInfo(
             runtime.name, f"{runtime.package} {runtime.version()}", str(path), load_seconds, threads,
             {"xnnpack": runtime.xnnpack, "input_dtype": np.dtype(self.inputs[0]["dtype"]).name},
         )  # fmt: skip
 
+    @staticmethod
+    def _bind(details: list[dict], named: dict[str, dict], path: Path) -> tuple[list[str], list[str]]:
+        """Graph names and layouts in the order of the interpreter's tensors, from ``{name: {tensor, layout}}``."""
+        by_tensor = {spec["tensor"]: (name, spec["layout"]) for name, spec in named.items()}
+        missing = [d["name"] for d in details if d["name"] not in by_tensor]
+        if missing:
+            raise ArtifactError(f"{path}: the manifest names no graph tensor for {', '.join(missing)}; re-export")
+        pairs = [by_tensor[d["name"]] for d in details]
+        return [n for n, _ in pairs], [layout for _, layout in pairs]
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, detail in zip(self.input_names, self.inputs):
-            array = to_model_layout(np.asarray(inputs[name]), self.input_layout)
+        for name, layout, detail in zip(self.input_names, self.input_layouts, self.inputs):
+            array = to_model_layout(np.asarray(inputs[name]), layout)
             if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
                 array = quantize(array, detail)
             else:
@@ -87,8 +107,8 @@ class TfliteSession(Session):
             self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(array))
         self.interpreter.invoke()
         return {
-            name: to_nchw(dequantize(self.interpreter.get_tensor(detail["index"]), detail), self.output_layout)
-            for name, detail in zip(self.output_names, self.outputs)
+            name: to_nchw(dequantize(self.interpreter.get_tensor(detail["index"]), detail), layout)
+            for name, layout, detail in zip(self.output_names, self.output_layouts, self.outputs)
         }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from mobileseg.images import PHOTOS, photo, resize_rgb01
 
 PHASES = ("still", "move", "pan")
+OBJECT_SIZE = (0.35, 0.55)
 
 
 @dataclass
@@ -46,9 +47,16 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def generate_sequence(
-    seed: int, height: int, width: int, length: int = 40, objects: int = 1, noise: float = 2.0
+    seed: int,
+    height: int,
+    width: int,
+    length: int = 40,
+    objects: int = 1,
+    noise: float = 2.0,
+    object_size: tuple[float, float] = OBJECT_SIZE,
 ) -> Sequence:
-    """A ``length``-frame sequence at ``height × width`` with ``objects`` foreground objects."""
+    """A ``length``-frame sequence at ``height × width`` with ``objects`` foreground objects, each a square
+    sprite whose side is drawn from ``object_size`` (fractions of the frame's shorter side)."""
     rng = np.random.default_rng(seed)
     names = list(PHOTOS)
     order = rng.permutation(len(names))
@@ -58,7 +66,7 @@ def generate_sequence(
     scene = resize_rgb01(photo(scene_name), canvas_h, canvas_w)
     sprites = []
     for k in range(objects):
-        size = int(min(height, width) * rng.uniform(0.35, 0.55))
+        size = int(min(height, width) * rng.uniform(*object_size))
         source = photo(names[order[1 + k % (len(names) - 1)]])
         rows, cols = source.shape[:2]
         crop = int(min(rows, cols) * rng.uniform(0.4, 0.8))

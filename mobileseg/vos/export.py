@@ -28,10 +28,10 @@ from mobileseg.vos.solver import SolverConfig
 
 VOS_KIND = "vos-reuse-gate"
 REFERENCE_WEIGHTS = "torch/weights.pt"  # the PyTorch reference, so that a folder verifies on its own
-TARGETS = ("onnx", "coreml")
-PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp32", "fp16")}
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "coreml": "mil-reference"}
-FILE_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage"}
+TARGETS = ("onnx", "coreml", "tflite")
+PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp32", "fp16"), "tflite": ("fp32", "fp16")}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "coreml": "mil-reference", "tflite": "litert"}
+FILE_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage", "tflite": ".tflite"}
 # Per subgraph output, judged on real intermediate tensors. fp32: relative error; fp16: cosine.
 TOLERANCE = {"fp32": {"max_rel": 1e-4}, "fp16": {"min_cosine": 0.999}}
 
@@ -98,23 +98,45 @@ def record_subgraph_io(model: ReuseGateVOS, input_size: tuple[int, int], seed: i
     return backend.seen
 
 
-def _export_one(graph: Subgraph, target: str, precision: str, path: Path, examples: dict[str, np.ndarray]) -> dict:
+def _io_record(graph: Subgraph) -> dict:
+    return {"inputs": {k: list(v) for k, v in graph.inputs.items()}, "outputs": {k: list(v) for k, v in graph.outputs.items()},
+            "layout": "NCHW"}  # fmt: skip
+
+
+def _export_graph(graph: Subgraph, target: str, files: dict[str, Path], recorded: tuple[dict, dict]) -> dict[str, dict]:
+    """Write ``files[precision]`` for one subgraph and target; returns each file's manifest details."""
+    examples, expected = recorded
     tensors = {name: torch.from_numpy(examples[name]) for name in graph.inputs}
+    metadata = {"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND}
     if target == "onnx":
         from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
 
-        info = export_onnx_graph(graph.module, tuple(tensors.values()), path, list(graph.inputs), list(graph.outputs), OnnxOptions(),
-                                 {"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND})  # fmt: skip
-        return {"opset": info.opset, "nodes": info.nodes_after, "ops": info.op_counts}
+        info = export_onnx_graph(graph.module, tuple(tensors.values()), files["fp32"], list(graph.inputs), list(graph.outputs),
+                                 OnnxOptions(), metadata)  # fmt: skip
+        return {"fp32": {"io": _io_record(graph), "opset": info.opset, "nodes": info.nodes_after, "ops": info.op_counts}}
     if target == "coreml":
         from mobileseg.export.coreml import CoreMLOptions, convert_graph
 
-        mlmodel = convert_graph(graph.module, tensors, list(graph.outputs), precision, CoreMLOptions(), f"vos/{graph.name}")
-        mlmodel.short_description = f"mobileseg reuse-gated VOS subgraph {graph.name} ({graph.runs})"
-        mlmodel.user_defined_metadata.update({"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND,
-                                              "mobileseg.precision": precision})  # fmt: skip
-        mlmodel.save(str(path))
-        return {"format": "mlprogram"}
+        details = {}
+        for precision, path in files.items():
+            mlmodel = convert_graph(graph.module, tensors, list(graph.outputs), precision, CoreMLOptions(), f"vos/{graph.name}")
+            mlmodel.short_description = f"mobileseg reuse-gated VOS subgraph {graph.name} ({graph.runs})"
+            mlmodel.user_defined_metadata.update({**metadata, "mobileseg.precision": precision})
+            mlmodel.save(str(path))
+            details[precision] = {"io": _io_record(graph), "format": "mlprogram"}
+        return details
+    if target == "tflite":
+        import tempfile
+
+        from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
+        from mobileseg.export.tflite import convert_graph as convert_tflite
+
+        with tempfile.TemporaryDirectory(prefix="mobileseg-vos-") as tmp:
+            onnx_path = Path(tmp) / f"{graph.name}.onnx"
+            export_onnx_graph(graph.module, tuple(tensors.values()), onnx_path, list(graph.inputs), list(graph.outputs),
+                              OnnxOptions(), metadata)  # fmt: skip
+            records = convert_tflite(onnx_path, files, {k: examples[k] for k in graph.inputs}, expected, f"vos/{graph.name}")
+        return {p: {"io": {**_io_record(graph), "tensors": r}, "converter": "onnx2tf"} for p, r in records.items()}
     raise ExportError(f"unknown VOS target {target}")
 
 
@@ -144,9 +166,6 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
     """Export every subgraph for every requested target into ``request.out``; returns the manifest."""
     height, width = request.input_size
     validate_size(height, width)
-    if "tflite" in request.targets:
-        raise ExportError("the VOS tflite target is not built yet (multi-input subgraphs with a 3-D template need "
-                          "per-tensor layouts in the TFLite runner); use onnx or coreml")  # fmt: skip
     unknown = [t for t in request.targets if t not in TARGETS]
     if unknown:
         raise ExportError(f"unknown VOS target {', '.join(unknown)}; choose from {', '.join(TARGETS)} or all")
@@ -162,18 +181,13 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
         save_weights(model, staging / REFERENCE_WEIGHTS, request.weights_record)
         entries, parity = [], []
         for target in request.targets:
-            for precision in PRECISIONS[target]:
-                for graph in graphs:
-                    file = f"{target}/{graph.name}_{precision}{FILE_SUFFIX[target]}"
-                    (staging / target).mkdir(exist_ok=True)
-                    say(f"{target} {precision}: {graph.name}")
-                    details = _export_one(graph, target, precision, staging / file, recorded[graph.name][0])
-                    entry = {
-                        "subgraph": graph.name, "target": target, "precision": precision, "file": file,
-                        "io": {"inputs": {k: list(v) for k, v in graph.inputs.items()},
-                               "outputs": {k: list(v) for k, v in graph.outputs.items()}, "layout": "NCHW"},
-                        **details,
-                    }  # fmt: skip
+            (staging / target).mkdir(exist_ok=True)
+            for graph in graphs:
+                files = {p: f"{target}/{graph.name}_{p}{FILE_SUFFIX[target]}" for p in PRECISIONS[target]}
+                say(f"{target} {', '.join(files)}: {graph.name}")
+                details = _export_graph(graph, target, {p: staging / f for p, f in files.items()}, recorded[graph.name])
+                for precision, file in files.items():
+                    entry = {"subgraph": graph.name, "target": target, "precision": precision, "file": file, **details[precision]}
                     entries.append(entry)
                     parity.append(subgraph_parity(staging, entry, DEFAULT_RUNTIME[target], recorded))
         failed = [p for p in parity if not p["passed"]]

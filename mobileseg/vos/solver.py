@@ -46,11 +46,15 @@ def neighbourhood(projected: np.ndarray) -> np.ndarray:
 
 
 def fit_projection(f16: np.ndarray, channels: int = TARGET_CHANNELS) -> np.ndarray:
-    """Frame 0's f16 [n, C, h, w] → project [channels, C]: top principal directions, unit-variance outputs."""
+    """Frame 0's f16 [n, C, h, w] → project [channels, C]: top principal directions, unit-variance outputs
+    (zero rows past the number of f16 cells, so that the graph's shape never depends on the frame size)."""
     pixels = f16.transpose(0, 2, 3, 1).reshape(-1, f16.shape[1]).astype(np.float64)
     _, singular, vt = np.linalg.svd(pixels, full_matrices=False)
     scale = np.sqrt(pixels.shape[0]) / np.maximum(singular[:channels], 1e-6)
-    return (vt[:channels] * scale[:, None]).astype(np.float32)
+    project = np.zeros((channels, f16.shape[1]))
+    kept = min(channels, len(singular))  # a small frame has fewer f16 cells than directions: the rest stay zero
+    project[:kept] = vt[:kept] * scale[:kept, None]
+    return project.astype(np.float32)
 
 
 @dataclass
