@@ -236,9 +236,14 @@ class PyrUpBicubic2d(nn.Module):
         self.register_buffer("kernel", kernels.repeat(channels, 1, 1, 1))  # [C·4, 1, 5, 5], channel-major
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
-        phases = F.conv2d(padded, self.kernel, groups=self.channels)  # [1, C·4, h, w]
-        return F.pixel_shuffle(phases, 2)
+        # Replicate padding as edge slices and one depthwise conv per phase: onnx2tf turns an ONNX edge Pad
+        # into eight one-row MIRROR_PADs between NCHW transposes, and with them LiteRT's refiner_fine took
+        # 48 ms instead of 23 (128×224, one thread).
+        rows = torch.cat([x[:, :, :1]] * 2 + [x] + [x[:, :, -1:]] * 2, dim=2)
+        padded = torch.cat([rows[:, :, :, :1]] * 2 + [rows] + [rows[:, :, :, -1:]] * 2, dim=3)
+        kernels = self.kernel.view(self.channels, 4, 1, 5, 5)
+        phases = [F.conv2d(padded, kernels[:, p], groups=self.channels) for p in range(4)]  # 4 × [1, C, h, w]
+        return F.pixel_shuffle(torch.stack(phases, dim=2).flatten(1, 2), 2)  # channel-major (c, phase)
 
 
 class Upsampler(nn.Module):
