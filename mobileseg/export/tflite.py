@@ -38,6 +38,7 @@ import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.quiet import captured_output
+from mobileseg.runtimes.tflite import to_model_layout, to_nchw
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -90,6 +91,16 @@ def _onnx2tf_environment(workdir: Path, sample_nhwc: np.ndarray) -> Iterator[Non
         os.environ["PATH"] = previous_path
 
 
+def _require_onnx2tf(log_path: Path) -> None:
+    """Import onnx2tf now (TensorFlow's import-time log lines go to ``log_path``), or say how to install it."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with captured_output(log_path):
+            import onnx2tf  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
+
+
 def _failure(model_name: str, stage: str, exc: BaseException, log_path: Path) -> ExportError:
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     ops = re.findall(r"onnx_op_type:\s*(\w+)", log)
@@ -122,12 +133,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
-        try:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            with captured_output(log_path):  # TensorFlow's import-time log lines
-                import onnx2tf  # noqa: F401  (fail early with a clear message)
-        except ImportError as exc:
-            raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
+        _require_onnx2tf(log_path)
         saved_model, shapes, note = None, "static", None
         if symbolic_onnx is not None:
             try:
@@ -305,9 +311,9 @@ def _describe(
 GRAPH_PRECISIONS = ("fp32", "fp16")  # what onnx2tf writes itself; quantised state tensors are out of scope
 
 
-def channels_last(array: np.ndarray) -> np.ndarray:
-    """NCHW → NHWC, NCW → NWC (onnx2tf's layout for every 3-D and 4-D tensor it transposes)."""
-    return np.ascontiguousarray(np.moveaxis(array, 1, -1))
+def _layouts(array: np.ndarray) -> tuple[str, ...]:
+    """The TFLite runner's layouts a tensor of this rank can be in (``channels_last`` moves axis 1 last)."""
+    return ("channels_last", "as_is") if array.ndim in (3, 4) else ("as_is",)
 
 
 def convert_graph(
@@ -332,13 +338,8 @@ def convert_graph(
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
-        try:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            with captured_output(log_path):
-                import onnx2tf  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
-        pictures = [channels_last(v) for v in inputs.values() if v.ndim == 4 and v.shape[1] == 3]
+        _require_onnx2tf(log_path)
+        pictures = [to_model_layout(v, "channels_last") for v in inputs.values() if v.ndim == 4 and v.shape[1] == 3]
         sample = pictures[0] if pictures else np.zeros((1, 128, 128, 3), np.float32)
         try:
             saved_model = _run_onnx2tf(onnx_path, workdir / "convert", sample, log_path)
@@ -373,16 +374,14 @@ def _graph_tensors(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str,
         if key not in inputs:
             raise ExportError(f"{name}: tflite input {detail['name']} matches no graph input ({', '.join(inputs)})")
         value = inputs[key]
-        fits = [layout for layout in ("channels_last", "as_is") if value.ndim in (3, 4) or layout == "as_is"
-                if list((channels_last(value) if layout == "channels_last" else value).shape) == list(detail["shape"])]  # fmt: skip
+        fits = [layout for layout in _layouts(value) if list(to_model_layout(value, layout).shape) == list(detail["shape"])]
         if not fits:
             raise ExportError(f"{name}: tflite input {key} has shape {list(detail['shape'])}, not a layout of {list(value.shape)}")
         choices[key] = (detail, fits)
     best = None
     for layouts in itertools.product(*(fits for _, fits in choices.values())):
         for (key, (detail, _)), layout in zip(choices.items(), layouts):
-            value = channels_last(inputs[key]) if layout == "channels_last" else inputs[key]
-            interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=np.float32))
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(to_model_layout(inputs[key], layout), dtype=np.float32))
         interpreter.invoke()
         matched, total = _match_outputs(interpreter, outputs, name)
         if best is None or total < best[0]:
@@ -401,10 +400,8 @@ def _match_outputs(interpreter, outputs: dict[str, np.ndarray], name: str) -> tu
         produced = interpreter.get_tensor(detail["index"])
         candidates = []
         for key, expected in outputs.items():
-            readings = [("as_is", produced)]
-            if produced.ndim in (3, 4):
-                readings.append(("channels_last", np.moveaxis(produced, -1, 1)))
-            for layout, value in readings:
+            for layout in _layouts(produced):
+                value = to_nchw(produced, layout)
                 if value.shape == expected.shape and key not in record:
                     error = float(np.abs(value - expected).max() / max(float(np.abs(expected).max()), 1e-12))
                     candidates.append((error, key, layout))

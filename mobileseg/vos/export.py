@@ -103,8 +103,13 @@ def _io_record(graph: Subgraph) -> dict:
             "layout": "NCHW"}  # fmt: skip
 
 
-def _export_graph(graph: Subgraph, target: str, files: dict[str, Path], recorded: tuple[dict, dict]) -> dict[str, dict]:
-    """Write ``files[precision]`` for one subgraph and target; returns each file's manifest details."""
+def _export_graph(
+    graph: Subgraph, target: str, files: dict[str, Path], recorded: tuple[dict, dict], onnx_file: Path | None = None
+) -> dict[str, dict]:
+    """Write ``files[precision]`` for one subgraph and target; returns each file's manifest details.
+
+    ``onnx_file``, this subgraph's ONNX export when already written, is what tflite converts from.
+    """
     examples, expected = recorded
     tensors = {name: torch.from_numpy(examples[name]) for name in graph.inputs}
     metadata = {"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND}
@@ -132,10 +137,11 @@ def _export_graph(graph: Subgraph, target: str, files: dict[str, Path], recorded
         from mobileseg.export.tflite import convert_graph as convert_tflite
 
         with tempfile.TemporaryDirectory(prefix="mobileseg-vos-") as tmp:
-            onnx_path = Path(tmp) / f"{graph.name}.onnx"
-            export_onnx_graph(graph.module, tuple(tensors.values()), onnx_path, list(graph.inputs), list(graph.outputs),
-                              OnnxOptions(), metadata)  # fmt: skip
-            records = convert_tflite(onnx_path, files, {k: examples[k] for k in graph.inputs}, expected, f"vos/{graph.name}")
+            if onnx_file is None or not onnx_file.is_file():
+                onnx_file = Path(tmp) / f"{graph.name}.onnx"
+                export_onnx_graph(graph.module, tuple(tensors.values()), onnx_file, list(graph.inputs), list(graph.outputs),
+                                  OnnxOptions(), metadata)  # fmt: skip
+            records = convert_tflite(onnx_file, files, {k: examples[k] for k in graph.inputs}, expected, f"vos/{graph.name}")
         return {p: {"io": {**_io_record(graph), "tensors": r}, "converter": "onnx2tf"} for p, r in records.items()}
     raise ExportError(f"unknown VOS target {target}")
 
@@ -185,7 +191,8 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
             for graph in graphs:
                 files = {p: f"{target}/{graph.name}_{p}{FILE_SUFFIX[target]}" for p in PRECISIONS[target]}
                 say(f"{target} {', '.join(files)}: {graph.name}")
-                details = _export_graph(graph, target, {p: staging / f for p, f in files.items()}, recorded[graph.name])
+                onnx_file = staging / f"onnx/{graph.name}_fp32{FILE_SUFFIX['onnx']}"  # tflite converts it when written
+                details = _export_graph(graph, target, {p: staging / f for p, f in files.items()}, recorded[graph.name], onnx_file)
                 for precision, file in files.items():
                     entry = {"subgraph": graph.name, "target": target, "precision": precision, "file": file, **details[precision]}
                     entries.append(entry)
