@@ -350,6 +350,7 @@ def vos_train_gate(
     gate_steps: Annotated[int, typer.Option(help="Optimiser steps of the gate phase.")] = 1500,
     segmentation_steps: Annotated[int, typer.Option(help="Optimiser steps of the segmentation-head phase.")] = 150,
     gate_sequences: Annotated[int, typer.Option(help="Generated sequences the gate trains on.")] = 24,
+    backbone_steps: Annotated[int, typer.Option(help="Object-vs-scene steps for the backbone's low stages (0: random).")] = 1200,
 ) -> None:
     """Train the template, gate and delta generator (and the segmentation head) on generated sequences; report
     the Spearman correlation of P_reuse with the true IoU on held-out sequences."""
@@ -358,7 +359,8 @@ def vos_train_gate(
     try:
         height, width = parse_size(size)
         config = TrainConfig(seed=seed, height=height, width=width, gate_steps=gate_steps,
-                             segmentation_steps=segmentation_steps, gate_sequences=gate_sequences)  # fmt: skip
+                             segmentation_steps=segmentation_steps, gate_sequences=gate_sequences,
+                             backbone_steps=backbone_steps)  # fmt: skip
         config.validate()
         with err.status("training") as status:
             model, report = train_gate(config, lambda phase, step, steps, loss: status.update(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from mobileseg.cli import app
+from mobileseg.vos.augment import FIRST_FRAME_WARPS, first_frame_set, warp_frame, warp_labels, warp_matrices
 from mobileseg.vos.backends import TorchBackend
 from mobileseg.vos.data import generate_sequence, iou
 from mobileseg.vos.evaluate import sequence_parity
@@ -63,6 +64,23 @@ def test_generated_sequences_are_deterministic_with_exact_masks():
     assert all(iou(a.masks[t], a.masks[t - 1]) == 1.0 for t in still)
     two = generate_sequence(4, *SIZE, length=4, objects=2)
     assert set(np.unique(two.masks[0])) == {0, 1, 2}
+
+
+def test_first_frame_copies_keep_frame_and_mask_aligned(sequence):
+    frame, labels = sequence.frames[0], sequence.masks[0]
+    frames, maps = first_frame_set(frame, labels)
+    assert len(frames) == len(maps) == 2 + FIRST_FRAME_WARPS
+    assert np.array_equal(frames[0], frame) and np.array_equal(frames[1], frame[:, ::-1]) and np.array_equal(maps[1], labels[:, ::-1])
+    assert np.array_equal(warp_frame(frame, np.eye(3)), frame) and np.array_equal(warp_labels(labels, np.eye(3)), labels)
+    # a frame painted with its own labels warps like the label map (away from the bilinear seams, and where
+    # the warp samples inside the image: the frame replicates its border, the mask counts outside as background)
+    painted = np.repeat((labels * 200).astype(np.uint8)[:, :, None], 3, axis=2)
+    for matrix, warped_labels in zip(warp_matrices(), maps[2:]):
+        warped = warp_frame(painted, matrix)[:, :, 0]
+        interior = ((warped == 0) | (warped == 200)) & (warp_labels(np.ones_like(labels), matrix) > 0)
+        assert interior.mean() > 0.5
+        assert np.array_equal(warped[interior] == 200, warped_labels[interior] > 0)
+        assert 0 < (warped_labels > 0).sum() < labels.size
 
 
 def test_soft_aggregation_and_spearman():
@@ -131,6 +149,8 @@ def test_export_writes_every_subgraph_and_a_state_machine(exported):
     assert all((out / e["file"]).exists() for e in manifest["artifacts"])
     assert manifest["gate"]["reuse_if"] == "p_reuse > tau (strict)"
     assert manifest["state"]["per object"]["score_prev"] == [1, 1, 8, 14]
+    augmentation = manifest["first_frame_augmentation"]  # the warps an app needs to fit the target model alike
+    np.testing.assert_allclose(augmentation["warps_output_to_input"], warp_matrices(), atol=1e-8)
     onnx_gate = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["target"] == "onnx")
     assert "ReduceMax" in onnx_gate["ops"] and "MaxPool" not in onnx_gate["ops"]  # the static pool rewrite
     fp32 = [r for r in manifest["parity"]["results"] if r["precision"] == "fp32"]
@@ -209,11 +229,16 @@ def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
 def test_gate_training_is_reproducible_from_the_seed_and_learns(tmp_path):
     from mobileseg.vos.train import TrainConfig, load_weights, save_weights, train_gate
 
-    config = TrainConfig(sequences=2, gate_sequences=6, heldout=1, length=8, segmentation_steps=4, gate_steps=150)
+    config = TrainConfig(sequences=2, gate_sequences=6, heldout=1, length=8, backbone_steps=40, segmentation_steps=4, gate_steps=150)
     first, report = train_gate(config)
     second, _ = train_gate(config)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
+    backbone = report["phases"]["backbone"]
+    assert backbone["steps"] == 40 and backbone["last_loss"] < backbone["first_loss"]
+    untrained = build_model(0, config.height, config.width)  # pretraining moved the low stages, not the high ones
+    assert not torch.equal(first.backbone_low.layer2[0].conv1.weight, untrained.backbone_low.layer2[0].conv1.weight)
+    assert torch.equal(first.backbone_high.layer3[0].conv1.weight, untrained.backbone_high.layer3[0].conv1.weight)
     gate = report["phases"]["gate"]
     assert gate["last_loss"] < gate["first_loss"]
     held = report["heldout"]

@@ -20,6 +20,7 @@ import torch
 from mobileseg.errors import ExportError
 from mobileseg.export.artifact import staging_folder, tool_versions, write_json, write_manifest
 from mobileseg.verify.metrics import check, compare
+from mobileseg.vos.augment import describe as first_frame_augmentation
 from mobileseg.vos.backends import TorchBackend
 from mobileseg.vos.data import generate_sequence
 from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, Subgraph, feature_shapes, subgraphs, validate_size
@@ -37,8 +38,8 @@ TOLERANCE = {"fp32": {"max_rel": 1e-4}, "fp16": {"min_cosine": 0.999}}
 
 STATE_MACHINE = {
     "start(frame0, mask0), per object k": [
-        "f4, f8 = backbone_low(pixels0); f16, f32 = backbone_high(f8)  (also for the mirrored frame 0)",
-        "project, filter = host solver fitted on f16 of frame 0 (+ mirror) and mask_k at 1/16 (area mean)",
+        "f4, f8 = backbone_low(pixels0); f16, f32 = backbone_high(f8)  (also for each copy in first_frame_augmentation)",
+        "project, filter = host solver fitted on f16 of frame 0 and its copies, and mask_k at 1/16 (area mean)",
         "template_k = template(f8, mask_k at 1/8)",
         "score_prev_k = mask_k at 1/16;  refined_prev_k = refiner_coarse(target_model(f16, project, filter).score, f32, f16)",
     ],
@@ -217,6 +218,7 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
             "gate": {"reuse_if": "p_reuse > tau (strict)", "tau_default": 0.7, "tau_range": [0.0, 1.0],
                      "tau_1": "never reuses"},  # fmt: skip
             "solver": {"kind": "PCA projection + ridge 3x3 filter (mobileseg.vos.solver)", **SolverConfig().to_dict()},
+            "first_frame_augmentation": first_frame_augmentation(),
             "aggregation": "soft aggregation: background = min_k(1 - p_k); argmax of odds p/(1 - p)",
             "artifacts": entries,
             "parity": {"reference": "torch", "inputs": "real subgraph inputs recorded on a generated sequence",

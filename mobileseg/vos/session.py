@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from mobileseg.errors import MobilesegError
+from mobileseg.vos.augment import FIRST_FRAME_WARPS, first_frame_set
 from mobileseg.vos.modules import TARGET_CHANNELS
 from mobileseg.vos.solver import SolverConfig, TargetSolver, TargetState, area_downsample
 
@@ -101,11 +102,13 @@ class VOSSession:
     follow given decisions (teacher forcing) while still reporting the gate's own probability.
     """
 
-    def __init__(self, backend: Backend, tau: float = 0.7, solver: SolverConfig = SolverConfig(), mirror_first: bool = True):
+    def __init__(
+        self, backend: Backend, tau: float = 0.7, solver: SolverConfig = SolverConfig(), first_frame_warps: int = FIRST_FRAME_WARPS
+    ):
         self.backend = backend
         self.tau = validate_tau(tau)
         self.solver = TargetSolver(solver)
-        self.mirror_first = mirror_first
+        self.first_frame_warps = first_frame_warps
         self.objects: list[ObjectState] = []
         self.frame_index = -1
         self._latency: dict[str, float] = {}
@@ -146,7 +149,8 @@ class VOSSession:
         if min(labels) < 0 or max(labels) > 255:
             raise VOSInputError("object labels must lie in 1..255")
         self._latency = {}
-        frames = [frame0, frame0[:, ::-1]] if self.mirror_first else [frame0]
+        # the target model is fitted on frame 0, its mirror image and seeded affine warps (mobileseg.vos.augment)
+        frames, label_maps = first_frame_set(frame0, mask0, self.first_frame_warps)
         features = [self._run("backbone_low", pixels=self._pixels(f)) for f in frames]
         high = [self._run("backbone_high", f8=f["f8"]) for f in features]
         f16 = np.concatenate([h["f16"] for h in high])
@@ -154,7 +158,7 @@ class VOSSession:
         self.objects = []
         for label in labels:
             mask = (mask0 == label).astype(np.float32)
-            masks = [mask, mask[:, ::-1]] if self.mirror_first else [mask]
+            masks = [(m == label).astype(np.float32) for m in label_maps]
             target16 = np.stack([area_downsample(m, 16)[None] for m in masks])
 
             def projected_of(f16_one: np.ndarray, project: np.ndarray) -> np.ndarray:
