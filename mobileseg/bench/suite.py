@@ -175,7 +175,9 @@ def bench_vos_tau(weights: Path, artifacts: Path, out: Path) -> dict:
         "benchmark": "vos_fps_vs_tau", "result_file": str(out), "heldout_gate": report.get("heldout"),
         "runs": result["runs"], "closest_to_half_reuse": near_half,
         "target": "mean latency <= 0.7 x tau=1 at ~50 % reuse (onnxruntime and litert)",
-        "meets_target": all(near_half[r]["latency_vs_tau1"] <= 0.7 for r in ("onnxruntime", "litert")),
+        # only a τ whose reuse ratio is near one half can show the target (a gate that reuses 94 % is not "≈ 50 %")
+        "meets_target": all(abs(near_half[r]["reuse_ratio"] - 0.5) <= 0.15 and near_half[r]["latency_vs_tau1"] <= 0.7
+                            for r in ("onnxruntime", "litert")),  # fmt: skip
     }
 
 
