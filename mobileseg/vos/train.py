@@ -16,8 +16,9 @@ No trained checkpoint of the authors can be fetched here, so the weights are mad
    with few sequences the gate otherwise memorises them instead of learning alignment.
 
 Scores S fed to the network are those of the host-fitted target model (``mobileseg.vos.solver``, fitted on
-frame 0 and its augmented copies as ``VOSSession.start`` does), so training sees what inference sees. Batch norms stay in inference mode (fixed statistics, learnable affine)
-so that training and export compute the same function. The report gives the Spearman correlation between
+frame 0 and its augmented copies as ``VOSSession.start`` does), so training sees what inference sees.
+Batch norms stay in inference mode (fixed statistics, learnable affine) so that training and export
+compute the same function. The report gives the Spearman correlation between
 P_reuse and the true IoU on held-out sequences, measured by running ``VOSSession`` (τ = 0.7).
 """
 
@@ -123,6 +124,27 @@ def feature_bank(model: ReuseGateVOS, sequence: Sequence, solver: TargetSolver, 
     return FeatureBank(f4, f8, f16, f32, scores, coarse, torch.from_numpy(mask16), torch.from_numpy(mask8), masks)
 
 
+def optimise(name: str, params: list[torch.Tensor], steps: int, loss_fn: Callable[[], torch.Tensor], optimiser: torch.optim.Optimizer,
+             progress: Callable[[str, int, int, float], None] | None = None) -> dict:
+    """One training phase: ``steps`` optimiser steps on ``loss_fn()`` (which draws its own batch), with only
+    ``params`` trainable while it runs. Returns the phase's report (steps, first loss, mean of the last 20)."""
+    for p in params:
+        p.requires_grad_(True)
+    losses = []
+    for step in range(steps):
+        loss = loss_fn()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            progress(name, step + 1, steps, float(np.mean(losses[-20:])))
+    for p in params:
+        p.requires_grad_(False)
+    return {"steps": steps, "first_loss": losses[0] if losses else None,
+            "last_loss": float(np.mean(losses[-20:])) if losses else None}  # fmt: skip
+
+
 def pretrain_backbone_low(model: ReuseGateVOS, sequences: list[Sequence], config: TrainConfig, rng: np.random.Generator,
                           progress: Callable[[str, int, int, float], None] | None = None) -> dict:
     """Teach stem + layer1 + layer2 to tell the object from the scene: a 1×1 head on f8 predicts the mask at
@@ -133,27 +155,17 @@ def pretrain_backbone_low(model: ReuseGateVOS, sequences: list[Sequence], config
     masks8 = np.stack([area_downsample(m, 8) for m in masks])[:, None]
     head = torch.nn.Conv2d(CHANNELS["f8"], 1, 1)
     params = list(model.backbone_low.parameters()) + list(head.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
-    losses = []
-    for step in range(config.backbone_steps):
+
+    def loss() -> torch.Tensor:
         picks = rng.integers(len(frames), size=config.batch)
         flip = rng.random() < 0.5
         pixels = frames[picks][:, :, ::-1] if flip else frames[picks]
         target = masks8[picks][..., ::-1] if flip else masks8[picks]
         pixels = torch.from_numpy(pixels.astype(np.float32).transpose(0, 3, 1, 2).copy())
-        loss = segmentation_criterion(head(model.backbone_low(pixels)[1]), torch.from_numpy(target.copy()))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-        if progress:
-            progress("backbone", step + 1, config.backbone_steps, float(np.mean(losses[-20:])))
-    for p in params:
-        p.requires_grad_(False)
-    return {"steps": config.backbone_steps, "first_loss": losses[0] if losses else None,
-            "last_loss": float(np.mean(losses[-20:])) if losses else None}  # fmt: skip
+        return segmentation_criterion(head(model.backbone_low(pixels)[1]), torch.from_numpy(target.copy()))
+
+    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+    return optimise("backbone", params, config.backbone_steps, loss, optimiser, progress)
 
 
 def segmentation_criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -236,23 +248,10 @@ def train_gate(config: TrainConfig = TrainConfig(), progress: Callable[[str, int
 
     def run_phase(name: str, parts, steps: int, loss_fn, pool: list[FeatureBank]) -> None:
         params = [p for part in parts for p in part.parameters()]
-        for p in params:
-            p.requires_grad_(True)
         optimiser = torch.optim.Adam(params, lr=config.learning_rate, amsgrad=True)
-        losses = []
-        for step in range(steps):
-            picks = list(_pairs(rng, pool, config.batch, config.max_gap))
-            loss = loss_fn(picks)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress(name, step + 1, steps, float(np.mean(losses[-20:])))
-        for p in params:
-            p.requires_grad_(False)
-        report["phases"][name] = {"steps": steps, "first_loss": losses[0] if losses else None,
-                                  "last_loss": float(np.mean(losses[-20:])) if losses else None}  # fmt: skip
+        report["phases"][name] = optimise(
+            name, params, steps, lambda: loss_fn(list(_pairs(rng, pool, config.batch, config.max_gap))), optimiser, progress
+        )
 
     size = (config.height, config.width)
 
