@@ -218,12 +218,14 @@ def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
          "unknown VOS target"),
         (["vos", "export", "--input-size", "100x200", "--out", str(tmp_path / "y"), "--weights", str(out / "torch/weights.pt")],
          "multiples of 32"),
+        (["vos", "train-gate", "--backbone-steps", "-1", "--out", str(tmp_path / "w.pt")], "step counts must be 0 or more"),
     ]  # fmt: skip
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+    assert not (tmp_path / "w.pt").exists()  # a refused training writes no weights
 
 
 def test_gate_training_is_reproducible_from_the_seed_and_learns(tmp_path):
