@@ -13,7 +13,7 @@ from conftest import official_weights  # noqa: E402
 
 from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
 from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
-from mobileseg.export.tflite import TfliteOptions, ambiguous_tensors, export_tflite  # noqa: E402
+from mobileseg.export.tflite import TfliteOptions, _least_error_range, ambiguous_tensors, export_tflite  # noqa: E402
 from mobileseg.recipes import load_recipe  # noqa: E402
 from mobileseg.runtimes import get_runtime  # noqa: E402
 from mobileseg.verify.parity import run_parity  # noqa: E402
@@ -44,12 +44,26 @@ def test_float_precisions_pass_on_every_interpreter(sinet_tflite):
 
 
 def test_int8_is_measured_on_the_photos(sinet_tflite):
-    """int8 runs and is reported with real metrics (its accuracy on these networks is discussed in the README)."""
+    """int8 from the folded graph with least-error activation ranges keeps ~97 % of SINet's labels on the
+    photos (min/max ranges on the unfolded graph kept 87 %; the README's int8 section has the figures)."""
     result = results_by(sinet_tflite.report)[("int8", "litert")]
     assert result.status in ("pass", "fail")
     photo_cases = [c for c in result.cases if c["gated"]]
     assert {c["input"] for c in photo_cases} == {"photo:astronaut", "photo:chelsea", "photo:coffee"}
-    assert all(0.5 < c["metrics"]["argmax_agreement"] <= 1.0 for c in photo_cases)
+    assert all(0.95 < c["metrics"]["argmax_agreement"] <= 1.0 for c in photo_cases)
+    entries = {a["precision"]: a for a in sinet_tflite.manifest["artifacts"]}
+    assert entries["int8"]["merge_batchnorms_folded"] == 10
+
+
+def test_least_error_range_clips_rare_extremes_and_keeps_a_dense_range():
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(-1.0, 3.0, 50_000).astype(np.float32)
+    assert _least_error_range(dense, float(dense.min()), float(dense.max())) == (float(dense.min()), float(dense.max()))
+    # The calibration subsample of a tensor whose observed range was set by values it does not contain.
+    concentrated = rng.normal(0, 0.05, 50_000).astype(np.float32)
+    low, high = _least_error_range(concentrated, -6.0, 25.0)
+    assert -6.0 < low < 0 < high < 25.0 and high - low < 2.0
+    assert _least_error_range(np.zeros(10, np.float32), 0.0, 0.0) == (0.0, 0.0)
 
 
 def test_io_layouts_are_read_back_from_the_files(sinet_tflite):

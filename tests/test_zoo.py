@@ -5,6 +5,7 @@ import torch
 from mobileseg import zoo
 from mobileseg.errors import InputSizeError, UnknownModelError
 from mobileseg.images import photo, resize_rgb01
+from mobileseg.zoo.blocks import MergeModule, fold_merge_batchnorms
 from mobileseg.zoo.macs import count_macs, count_params
 
 from conftest import TEST_SIZES, official_weights
@@ -82,3 +83,22 @@ def test_channel_order_matters_and_follows_the_authors():
     x = torch.rand(1, 3, 8, 8)
     flipped = zoo.Normalization(spec.normalization.mean, spec.normalization.std, "rgb").apply(x.flip(1))
     assert torch.allclose(spec.normalization.apply(x), flipped)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_folding_the_merge_batchnorms_keeps_the_function(name):
+    """The export-time rewrite for TFLite: every S2/C3 module's BN after the concat moves into its branches."""
+    model = zoo.build(name, official_weights(name))
+    folded, count = fold_merge_batchnorms(model)
+    merges = [m for m in folded.modules() if isinstance(m, MergeModule)]
+    assert count == len(merges) > 0
+    assert all(isinstance(m.out.bn, torch.nn.Identity) for m in merges)
+    assert all((m.residual_scale is not None) == m.residual for m in merges)
+    assert all(isinstance(m.out.bn, torch.nn.BatchNorm2d) for m in model.modules() if isinstance(m, MergeModule))
+    height, width = TEST_SIZES[name]
+    image = torch.from_numpy(resize_rgb01(photo("astronaut"), height, width)).permute(2, 0, 1)[None]
+    normalized = (image - 0.45) / 0.25
+    with torch.no_grad():
+        reference, rewritten = model(normalized), folded(normalized)
+    assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
+    assert count_params(folded) < count_params(model)  # the merge BNs' parameters are gone

@@ -29,6 +29,7 @@ from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_rec
 from mobileseg.runtimes.coreml_support import coremltools_notes
 from mobileseg.verify.parity import ParityReport, run_parity
 from mobileseg.verify.report import to_markdown
+from mobileseg.zoo.blocks import fold_merge_batchnorms
 from mobileseg.zoo.checkpoint import sha256_file
 
 WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
@@ -274,15 +275,24 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                 seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
             )  # fmt: skip
             calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
+            # TFLite converts the same function with each merge BN folded into its branches (exact; int8
+            # activations are per tensor, and an unfolded concatenation mixes ranges ~100x apart).
+            tflite_module, folded = fold_merge_batchnorms(reference)
+            tflite_onnx = onnx_path
+            if folded:
+                tflite_onnx = Path(scratch) / "model_tflite.onnx"
+                export_onnx(tflite_module, example, tflite_onnx, options)
             symbolic_onnx = None
-            if ambiguous_tensors(onnx_path):
+            if ambiguous_tensors(tflite_onnx):
                 symbolic_onnx = Path(scratch) / "model_symbolic.onnx"
-                export_onnx(reference, example, symbolic_onnx, replace(options, dynamic_spatial=True))
+                export_onnx(tflite_module, example, symbolic_onnx, replace(options, dynamic_spatial=True))
             tflite_artifacts = export_tflite(
-                onnx_path, staging, tflite_options, calibration, recipe.input_format,
+                tflite_onnx, staging, tflite_options, calibration, recipe.input_format,
                 spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model, symbolic_onnx,
             )  # fmt: skip
             notes += sorted({entry.pop("note") for entry in tflite_artifacts if "note" in entry})
+            for entry in tflite_artifacts:
+                entry["merge_batchnorms_folded"] = folded
             artifacts += tflite_artifacts
             timings["tflite"] = time.perf_counter() - started
         say("checking parity against PyTorch")
@@ -327,6 +337,7 @@ def _tflite_options(options: dict) -> TfliteOptions:
         keep_nchw=bool(options.get("keep_nchw", False)),
         int8_io=bool(options.get("int8_io", False)),
         calibration_samples=int(options.get("calibration_samples", TfliteOptions.calibration_samples)),
+        activation_ranges=str(options.get("activation_ranges", TfliteOptions.activation_ranges)),
     )
 
 

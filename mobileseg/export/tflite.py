@@ -30,6 +30,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import to_model_layout, to_nchw
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+RANGE_METHODS = ("mse", "minmax")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
@@ -50,6 +52,7 @@ class TfliteOptions:
     keep_nchw: bool = False  # NCHW input (and whatever output layout onnx2tf gives) instead of NHWC
     int8_io: bool = False  # int8 models take and return int8 tensors (else float32 I/O around int8 kernels)
     calibration_samples: int = 16
+    activation_ranges: str = "mse"  # int8 activation ranges: "mse" (clipped, see _mse_ranges) or "minmax"
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -59,6 +62,10 @@ class TfliteOptions:
             raise ExportError("--int8-io needs a float input format (rgb01 or normalized); uint8 input is already integer")
         if self.calibration_samples < 1:
             raise ExportError("tflite calibration needs at least one sample")
+        if self.activation_ranges not in RANGE_METHODS:
+            raise ExportError(
+                f"unknown int8 activation range method {self.activation_ranges!r}; choose {' or '.join(RANGE_METHODS)}"
+            )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "precisions": list(self.precisions)}
@@ -250,19 +257,101 @@ def _convert(
     # Per-tensor quantised dense layers: the per-channel FULLY_CONNECTED (op version 12) of TF >= 2.15
     # cannot be loaded by older interpreters such as tflite-runtime 2.14; the SE layers are tiny anyway.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
-    if precision == "int8":
-        samples = calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1)
+    if precision != "int8":
+        return converter.convert()
+    return _int8(converter, calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1), options)
 
-        def representative_dataset():
-            for sample in samples:
-                yield [np.ascontiguousarray(sample[None])]
 
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if options.int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    return converter.convert()
+def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> bytes:
+    """Full-integer quantisation: calibrate on ``samples`` (in the model's input layout), set the activation
+    ranges, quantise.
+
+    The converter's own path uses each tensor's observed min/max. Here the calibrated float model is
+    quantised after `_mse_ranges` has replaced those ranges (``activation_ranges="mse"``).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    def representative_dataset():
+        for sample in samples:
+            yield [np.ascontiguousarray(sample[None])]
+
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (returns the float model with observed ranges)
+    calibrated = converter.convert()
+    if options.activation_ranges == "mse":
+        calibrated = _mse_ranges(calibrated, samples)
+    io_type = tf.int8 if options.int8_io else tf.float32
+    return mlir_quantize(
+        calibrated, input_data_type=io_type, output_data_type=io_type, disable_per_channel_for_dense_layers=True
+    )
+
+
+def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, seed: int = 0) -> bytes:
+    """Replace the observed min/max of every inner activation by the range with the least 8-bit
+    quantisation error on a seeded subsample of its values (``per_sample`` per picture).
+
+    A min/max range is set by a few extreme values (in SINet the upsampled features and the stage fusion
+    reach 40–120 standard deviations), which leaves most values on a handful of int8 levels. Candidate
+    ranges are the observed one shrunk at either or both ends. Values rarer than about one in
+    ``per_sample × len(samples)`` seldom enter the subsample, so the fit is robust to them: it clips
+    them (by 5–8× on SINet's worst tensors) where the full-data squared error would keep them.
+    Measured on SINet's photos, argmax agreement with PyTorch goes from 0.94 to 0.97 (README, int8).
+    The model's input and output keep their observed ranges.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    ranged = [
+        index for index, tensor in enumerate(graph.tensors)
+        if tensor.quantization is not None and tensor.quantization.min is not None and len(tensor.quantization.min) == 1
+        and index not in graph.inputs and index not in graph.outputs
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LiteRT warns that keeping every tensor is for debugging: it is what we need
+        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    (model_input,) = interpreter.get_input_details()
+    rng = np.random.default_rng(seed)
+    values: dict[int, list[np.ndarray]] = {index: [] for index in ranged}
+    for sample in samples:
+        interpreter.set_tensor(model_input["index"], np.ascontiguousarray(sample[None], dtype=np.float32))
+        interpreter.invoke()
+        for index in ranged:
+            flat = interpreter.get_tensor(index).ravel()
+            if flat.size > per_sample:
+                flat = flat[rng.choice(flat.size, per_sample, replace=False)]
+            values[index].append(flat.astype(np.float32))
+    del interpreter
+    for index in ranged:
+        quantization = graph.tensors[index].quantization
+        low, high = _least_error_range(np.concatenate(values[index]), float(quantization.min[0]), float(quantization.max[0]))
+        quantization.min = np.array([low], dtype=np.float32)
+        quantization.max = np.array([high], dtype=np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _least_error_range(values: np.ndarray, low: float, high: float, steps: int = 32) -> tuple[float, float]:
+    """The [low, high] range (the observed one, shrunk) with the least 8-bit asymmetric quantisation MSE."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    shrink = np.linspace(1.0 / steps, 1.0, steps)
+    candidates = np.concatenate([
+        np.stack([low * shrink, high * shrink], 1),
+        np.stack([np.full(steps, low), high * shrink], 1),
+        np.stack([low * shrink, np.full(steps, high)], 1),
+    ])  # fmt: skip
+    scale = (candidates[:, 1] - candidates[:, 0]) / 255.0
+    candidates, scale = candidates[scale > 0], scale[scale > 0]
+    if not len(scale):
+        return low, high
+    zero = np.round(-candidates[:, :1] / scale[:, None])
+    levels = np.clip(np.round(values[None, :] / scale[:, None]) + zero, 0, 255)
+    error = np.mean(((levels - zero) * scale[:, None] - values[None, :]) ** 2, axis=1)
+    lo, hi = candidates[int(np.argmin(error))]
+    return float(lo), float(hi)
 
 
 def _layout(shape: list[int], nchw: tuple[int, ...]) -> str:

@@ -11,6 +11,7 @@ Conventions
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,12 @@ from torch import nn
 
 AUTHORS_BN_EPS = 1e-3
 TORCH_DEFAULT_BN_EPS = 1e-5
+
+
+def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode batch norm as ``scale * x + shift``, per channel."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
 
 
 class ConvBNPReLU(nn.Module):
@@ -124,6 +131,7 @@ class S2Block(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, pool: int, factorized: bool = False):
         super().__init__()
+        self.out_channels = out_ch
         self.pool = pool
         self.factorized = factorized
         pad = kernel_size // 2
@@ -151,8 +159,61 @@ class S2Block(nn.Module):
             x = upsample_bilinear(x, self.pool, align_corners=True)
         return self.bn(x)
 
+    @torch.no_grad()
+    def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Make the block return ``scale * out + shift`` (per channel) by rewriting its final BN."""
+        self.bn.weight.mul_(scale)
+        self.bn.bias.mul_(scale).add_(shift)
 
-class S2Module(nn.Module):
+
+class MergeModule(nn.Module):
+    """Split-transform-merge base: every branch reads one reduced tensor → concat → [+ input] → BN → PReLU.
+
+    `fold_merge_batchnorm` rewrites the merge for quantised export and computes the same function: the BN
+    after the concatenation becomes a per-channel affine at the end of each branch (and a per-channel scale
+    of the residual input), so the concatenated tensor is already normalised. Per-tensor int8 activations
+    need this: inside one concatenation the branches' raw outputs differ in range by up to ~100×.
+    """
+
+    branches: nn.ModuleList  # of blocks with ``out_channels`` and ``fold_output_affine``
+    out: BNPReLU
+
+    def __init__(self, residual: bool):
+        super().__init__()
+        self.residual = residual
+        self.register_buffer("residual_scale", None)  # set by fold_merge_batchnorm on residual modules
+
+    def merge(self, reduced: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        merged = torch.cat([branch(reduced) for branch in self.branches], 1)
+        if self.residual:
+            merged = merged + (x if self.residual_scale is None else x * self.residual_scale)
+        return self.out(merged)
+
+    @torch.no_grad()
+    def fold_merge_batchnorm(self) -> None:
+        if not isinstance(self.out.bn, nn.BatchNorm2d):
+            return  # already folded
+        scale, shift = batchnorm_affine(self.out.bn)
+        start = 0
+        for branch in self.branches:
+            end = start + branch.out_channels
+            branch.fold_output_affine(scale[start:end], shift[start:end])
+            start = end
+        if self.residual:
+            self.residual_scale = scale.view(1, -1, 1, 1).clone()
+        self.out.bn = nn.Identity()
+
+
+def fold_merge_batchnorms(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with every `MergeModule`'s merge BN folded, and how many were folded."""
+    folded = copy.deepcopy(model)
+    modules = [m for m in folded.modules() if isinstance(m, MergeModule)]
+    for module in modules:
+        module.fold_merge_batchnorm()
+    return folded, len(modules)
+
+
+class S2Module(MergeModule):
     """Split-transform-merge module of S2 blocks.
 
     Grouped 1×1 conv (groups = number of blocks) reducing to ``out_ch / blocks`` channels → channel
@@ -160,10 +221,11 @@ class S2Module(nn.Module):
     channels) → concat → [+ input] → BN → PReLU.
 
     ``blocks`` is a sequence of ``(kernel_size, pool, factorized)``.
+    `fold_merge_batchnorm` rewrites the module for quantised export (see `MergeModule`).
     """
 
     def __init__(self, in_ch: int, out_ch: int, blocks: Sequence[tuple[int, int, bool]], residual: bool):
-        super().__init__()
+        super().__init__(residual)
         groups = len(blocks)
         width = out_ch // groups
         remainder = out_ch - groups * width
@@ -174,14 +236,9 @@ class S2Module(nn.Module):
             for i, (k, p, factorized) in enumerate(blocks)
         )
         self.out = BNPReLU(out_ch)
-        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reduced = self.shuffle(self.reduce(x))
-        merged = torch.cat([branch(reduced) for branch in self.branches], 1)
-        if self.residual:
-            merged = merged + x
-        return self.out(merged)
+        return self.merge(self.shuffle(self.reduce(x)), x)
 
 
 class C3Block(nn.Module):
@@ -196,6 +253,7 @@ class C3Block(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, dilation: int):
         super().__init__()
+        self.out_channels = out_ch
         self.dilation = dilation
         if dilation > 1:
             k = 2 * dilation - 1
@@ -215,8 +273,14 @@ class C3Block(nn.Module):
             x = self.conc_h_bn(self.conc_h(self.conc_act(self.conc_v_bn(self.conc_v(x)))))
         return self.pw(self.dilated_dw(x))
 
+    @torch.no_grad()
+    def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Make the block return ``scale * out + shift`` (per channel): the pointwise conv gains a bias."""
+        self.pw.weight.mul_(scale.view(-1, 1, 1, 1))
+        self.pw.bias = nn.Parameter(shift.clone())
 
-class C3Module(nn.Module):
+
+class C3Module(MergeModule):
     """ESP-style module of C3 blocks (the "MESP" module: no d=1 branch, no hierarchical fusion).
 
     Reduce to ``out_ch / branches`` channels with a 1×1 conv, or a 3×3 stride-2 conv when
@@ -227,7 +291,7 @@ class C3Module(nn.Module):
     def __init__(
         self, in_ch: int, out_ch: int, dilations: Sequence[int], residual: bool, downsample: bool = False
     ):
-        super().__init__()
+        super().__init__(residual)
         width = out_ch // len(dilations)
         remainder = out_ch - len(dilations) * width
         if downsample:
@@ -238,14 +302,9 @@ class C3Module(nn.Module):
             C3Block(width, width + (remainder if i == 0 else 0), d) for i, d in enumerate(dilations)
         )
         self.out = BNPReLU(out_ch)
-        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reduced = self.reduce(x)
-        merged = torch.cat([branch(reduced) for branch in self.branches], 1)
-        if self.residual:
-            merged = merged + x
-        return self.out(merged)
+        return self.merge(self.reduce(x), x)
 
 
 class ImagePyramid(nn.Module):
