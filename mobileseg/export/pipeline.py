@@ -275,24 +275,30 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                 seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
             )  # fmt: skip
             calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
-            # TFLite converts the same function with each merge BN folded into its branches (exact; int8
-            # activations are per tensor, and an unfolded concatenation mixes ranges ~100x apart).
-            tflite_module, folded = fold_merge_batchnorms(reference)
-            tflite_onnx = onnx_path
-            if folded:
-                tflite_onnx = Path(scratch) / "model_tflite.onnx"
-                export_onnx(tflite_module, example, tflite_onnx, options)
-            symbolic_onnx = None
-            if ambiguous_tensors(tflite_onnx):
-                symbolic_onnx = Path(scratch) / "model_symbolic.onnx"
-                export_onnx(tflite_module, example, symbolic_onnx, replace(options, dynamic_spatial=True))
-            tflite_artifacts = export_tflite(
-                tflite_onnx, staging, tflite_options, calibration, recipe.input_format,
-                spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model, symbolic_onnx,
-            )  # fmt: skip
+            float_precisions = tuple(p for p in tflite_options.precisions if p != "int8")
+            tflite_artifacts = []
+            if float_precisions:
+                tflite_artifacts += _tflite(
+                    reference, onnx_path, example, options, replace(tflite_options, precisions=float_precisions),
+                    calibration, recipe, Path(scratch) / "float", staging,
+                )  # fmt: skip
+            if "int8" in tflite_options.precisions:
+                # int8 converts the same function with each merge BN folded into its branches (exact to
+                # ~1e-6; int8 activations are per tensor, and an unfolded concatenation mixes ranges ~100x
+                # apart). Float precisions keep the plain graph: the fold costs them 1e-5..4e-5 of max rel.
+                folded_module, folded = fold_merge_batchnorms(reference)
+                folded_onnx = onnx_path
+                if folded:
+                    folded_onnx = Path(scratch) / "model_folded.onnx"
+                    export_onnx(folded_module, example, folded_onnx, options)
+                int8_artifacts = _tflite(
+                    folded_module, folded_onnx, example, options, replace(tflite_options, precisions=("int8",)),
+                    calibration, recipe, Path(scratch) / "int8", staging,
+                )  # fmt: skip
+                for entry in int8_artifacts:
+                    entry["merge_batchnorms_folded"] = folded
+                tflite_artifacts += int8_artifacts
             notes += sorted({entry.pop("note") for entry in tflite_artifacts if "note" in entry})
-            for entry in tflite_artifacts:
-                entry["merge_batchnorms_folded"] = folded
             artifacts += tflite_artifacts
             timings["tflite"] = time.perf_counter() - started
         say("checking parity against PyTorch")
@@ -320,6 +326,23 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip
     return ExportResult(out, manifest, report, recipe, reference)
+
+
+def _tflite(
+    module: nn.Module, onnx_path: Path, example: torch.Tensor, onnx_options: OnnxOptions, options: TfliteOptions,
+    calibration, recipe: Recipe, scratch: Path, staging: Path,
+) -> list[dict]:
+    """TFLite files of ``module`` (exported as ``onnx_path``); with symbolic height and width where needed."""
+    symbolic_onnx = None
+    if ambiguous_tensors(onnx_path):
+        scratch.mkdir(parents=True, exist_ok=True)
+        symbolic_onnx = scratch / "model_symbolic.onnx"
+        export_onnx(module, example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
+    spec = zoo.spec(recipe.model)
+    return export_tflite(
+        onnx_path, staging, options, calibration, recipe.input_format,
+        spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model, symbolic_onnx,
+    )  # fmt: skip
 
 
 def _coreml_options(options: dict) -> CoreMLOptions:
