@@ -11,6 +11,7 @@ pytest.importorskip("onnx2tf")
 
 from conftest import official_weights  # noqa: E402
 
+from mobileseg.errors import ExportError  # noqa: E402
 from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
 from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
 from mobileseg.export.tflite import TfliteOptions, _least_error_range, ambiguous_tensors, export_tflite  # noqa: E402
@@ -176,3 +177,9 @@ def test_unambiguous_graphs_keep_the_static_conversion(tmp_path):
     onnx_path = tmp_path / "prelu.onnx"
     export_onnx(SharedSlopePReLU().eval(), torch.rand(1, 3, 24, 40), onnx_path, OnnxOptions())
     assert ambiguous_tensors(onnx_path) == []
+
+
+def test_tflite_options_reject_an_unknown_range_method_with_one_line():
+    with pytest.raises(ExportError, match="unknown int8 activation range method 'foo'; choose minmax or mse"):
+        TfliteOptions(activation_ranges="foo").validate("rgb01")
+    TfliteOptions(activation_ranges="mse").validate("rgb01")

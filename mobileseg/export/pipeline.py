@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -275,17 +276,19 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                 seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
             )  # fmt: skip
             calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
+            output_shape = spec.output_shape(*recipe.input_size, batch=recipe.batch)
             float_precisions = tuple(p for p in tflite_options.precisions if p != "int8")
             tflite_artifacts = []
             if float_precisions:
                 tflite_artifacts += _tflite(
                     reference, onnx_path, example, options, replace(tflite_options, precisions=float_precisions),
-                    calibration, recipe, Path(scratch) / "float", staging,
+                    calibration, recipe, output_shape, Path(scratch) / "float", staging,
                 )  # fmt: skip
             if "int8" in tflite_options.precisions:
                 # int8 converts the same function with each merge BN folded into its branches (exact to
                 # ~1e-6; int8 activations are per tensor, and an unfolded concatenation mixes ranges ~100x
-                # apart). Float precisions keep the plain graph: the fold costs them 1e-5..4e-5 of max rel.
+                # apart). Float precisions keep the graph of the ONNX artifact; the second onnx2tf run
+                # this costs is paid only when int8 is asked for.
                 folded_module, folded = fold_merge_batchnorms(reference)
                 folded_onnx = onnx_path
                 if folded:
@@ -293,7 +296,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                     export_onnx(folded_module, example, folded_onnx, options)
                 int8_artifacts = _tflite(
                     folded_module, folded_onnx, example, options, replace(tflite_options, precisions=("int8",)),
-                    calibration, recipe, Path(scratch) / "int8", staging,
+                    calibration, recipe, output_shape, Path(scratch) / "int8", staging,
                 )  # fmt: skip
                 for entry in int8_artifacts:
                     entry["merge_batchnorms_folded"] = folded
@@ -330,7 +333,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
 
 def _tflite(
     module: nn.Module, onnx_path: Path, example: torch.Tensor, onnx_options: OnnxOptions, options: TfliteOptions,
-    calibration, recipe: Recipe, scratch: Path, staging: Path,
+    calibration: np.ndarray, recipe: Recipe, output_shape: tuple[int, ...], scratch: Path, staging: Path,
 ) -> list[dict]:
     """TFLite files of ``module`` (exported as ``onnx_path``); with symbolic height and width where needed."""
     symbolic_onnx = None
@@ -338,11 +341,9 @@ def _tflite(
         scratch.mkdir(parents=True, exist_ok=True)
         symbolic_onnx = scratch / "model_symbolic.onnx"
         export_onnx(module, example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
-    spec = zoo.spec(recipe.model)
     return export_tflite(
-        onnx_path, staging, options, calibration, recipe.input_format,
-        spec.output_shape(*recipe.input_size, batch=recipe.batch), recipe.model, symbolic_onnx,
-    )  # fmt: skip
+        onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx
+    )
 
 
 def _coreml_options(options: dict) -> CoreMLOptions:

@@ -266,8 +266,9 @@ def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> bytes:
     """Full-integer quantisation: calibrate on ``samples`` (in the model's input layout), set the activation
     ranges, quantise.
 
-    The converter's own path uses each tensor's observed min/max. Here the calibrated float model is
-    quantised after `_mse_ranges` has replaced those ranges (``activation_ranges="mse"``).
+    The calibrated float model carries each tensor's observed min/max; quantising it as it is gives the
+    converter's own result (``activation_ranges="minmax"``). With ``"mse"`` `_mse_ranges` replaces the
+    ranges first.
     """
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
@@ -284,8 +285,9 @@ def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> bytes:
         calibrated = _mse_ranges(calibrated, samples)
     io_type = tf.int8 if options.int8_io else tf.float32
     return mlir_quantize(
-        calibrated, input_data_type=io_type, output_data_type=io_type, disable_per_channel_for_dense_layers=True
-    )
+        calibrated, input_data_type=io_type, output_data_type=io_type,
+        disable_per_channel_for_dense_layers=converter._experimental_disable_per_channel_quantization_for_dense_layers,  # noqa: SLF001
+    )  # fmt: skip
 
 
 def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, seed: int = 0) -> bytes:
