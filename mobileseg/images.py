@@ -12,7 +12,9 @@ import numpy as np
 
 from mobileseg.errors import MobilesegError
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "immunohistochemistry")
+# "camera" (grayscale, returned as RGB) is the only bundled photo of a person besides "astronaut", which the
+# portrait recipes keep for parity; int8 calibration of a portrait model needs a person to see.
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "immunohistochemistry", "camera")
 
 
 def photo(name: str) -> np.ndarray:
@@ -22,7 +24,8 @@ def photo(name: str) -> np.ndarray:
     if name not in PHOTOS:
         raise MobilesegError(f"unknown photo {name!r}; bundled photos: {', '.join(PHOTOS)}")
     img = getattr(data, name)()
-    return img[0] if isinstance(img, tuple) else img  # stereo_motorcycle returns (left, right, disparity)
+    img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle returns (left, right, disparity)
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
 def resize_rgb01(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -132,3 +132,36 @@ def test_verify_detects_a_wrong_model(tmp_path):
     (good / "manifest.json").write_text(json.dumps(manifest))
     report = verify_artifact(good)
     assert not report.passed and report.results[0].status == "fail"
+
+
+@pytest.mark.parametrize("name", ["sinet", "extremec3net"])
+def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path):
+    """The int8 path's graph: merge BNs folded, pyramids balanced, and the BNs that follow no convolution
+    rewritten as depthwise 1×1 convolutions in the ONNX file; onnxruntime computes the same logits."""
+    import torch
+
+    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.export.onnx import OnnxOptions, export_onnx
+    from mobileseg.export.pipeline import build_reference
+    from mobileseg.images import calibration_images, photo, resize_rgb01
+    from mobileseg.recipes import load_recipe
+
+    recipe = load_recipe(name)
+    reference = build_reference(recipe, official_weights(name))
+    height, width = recipe.input_size
+    calibration = calibration_images(2, height, width, exclude=recipe.parity_photos).transpose(0, 3, 1, 2)
+    module, record = int8_module(reference, calibration)
+    assert record["merge_batchnorms_folded"] > 0 and len(record["image_pyramid_gains"]) == (2 if name == "extremec3net" else 0)
+    path = tmp_path / "model_int8.onnx"
+    export_onnx(module, torch.rand(1, 3, height, width), path, OnnxOptions())
+    image = resize_rgb01(photo("astronaut"), height, width).transpose(2, 0, 1)[None].astype(np.float32)
+    before = get_runtime("onnxruntime").load(path).run({"image": image})["logits"]
+    standalone = sum(node.op_type == "BatchNormalization" for node in onnx.load(str(path)).graph.node)
+    assert standalone > 0
+    assert batchnorms_as_depthwise_convs(path) == standalone
+    assert not any(node.op_type == "BatchNormalization" for node in onnx.load(str(path)).graph.node)
+    after = get_runtime("onnxruntime").load(path).run({"image": image})["logits"]
+    assert np.abs(after - before).max() / np.abs(before).max() < 1e-4  # float rounding: ExtremeC3Net amplifies it to ~4e-5
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(image)).numpy()
+    assert np.abs(after - expected).max() / np.abs(expected).max() < 2e-4  # ONNX fp32 parity bound is 5e-5 + the fold's 1e-5

@@ -45,14 +45,17 @@ def test_float_precisions_pass_on_every_interpreter(sinet_tflite):
 
 
 def test_int8_is_measured_on_the_photos(sinet_tflite):
-    """int8 from the folded graph keeps ≥ 93.7 % of SINet's labels on each photo (min/max ranges on the unfolded graph kept 87 %; the README's int8 section has the figures)."""
+    """int8 from the rewritten graph keeps ≥ 95.5 % of SINet's labels on each photo (the plain graph with
+    min/max ranges kept 87 %; the README's int8 section has the figures)."""
     result = results_by(sinet_tflite.report)[("int8", "litert")]
     assert result.status in ("pass", "fail")
     photo_cases = [c for c in result.cases if c["gated"]]
     assert {c["input"] for c in photo_cases} == {"photo:astronaut", "photo:chelsea", "photo:coffee"}
-    assert all(0.92 < c["metrics"]["argmax_agreement"] <= 1.0 for c in photo_cases)
+    assert all(0.94 < c["metrics"]["argmax_agreement"] <= 1.0 for c in photo_cases)
     entries = {a["precision"]: a for a in sinet_tflite.manifest["artifacts"]}
-    assert entries["int8"]["merge_batchnorms_folded"] == 10
+    assert entries["int8"]["int8_rewrites"] == {
+        "merge_batchnorms_folded": 10, "image_pyramid_gains": [], "batchnorms_as_depthwise_convs": 10,
+    }
 
 
 def test_least_error_range_clips_rare_extremes_and_keeps_a_dense_range():

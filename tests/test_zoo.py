@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from mobileseg import zoo
 from mobileseg.errors import InputSizeError, UnknownModelError
 from mobileseg.images import photo, resize_rgb01
-from mobileseg.zoo.blocks import MergeModule, fold_merge_batchnorms
+from mobileseg.zoo.blocks import ImagePyramid, MergeModule, balance_image_pyramids, fold_merge_batchnorms
 from mobileseg.zoo.macs import count_macs, count_params
 
 from conftest import TEST_SIZES, official_weights
@@ -102,3 +104,23 @@ def test_folding_the_merge_batchnorms_keeps_the_function(name):
         reference, rewritten = model(normalized), folded(normalized)
     assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
     assert count_params(folded) < count_params(model)  # the merge BNs' parameters are gone
+
+
+@pytest.mark.parametrize("name", ["extremec3net", "c3net", "c3netv2"])
+def test_balancing_the_image_pyramids_keeps_the_function(name):
+    """The int8 rewrite for the image/2 and image/4 concatenations: the pooled image is scaled to the
+    features' peak and the fuse BN divides the gain out."""
+    model = zoo.build(name, official_weights(name))
+    balanced = copy.deepcopy(model)
+    height, width = TEST_SIZES[name]
+    images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("rocket", "astronaut")]
+    normalized = [zoo.spec(name).normalization.apply(image[None])[0] for image in images]
+    gains = balance_image_pyramids(balanced, torch.stack(normalized[:1]))
+    assert len(gains) == 2 and all(g > 10 for g in gains)  # a normalised image is ~100× narrower than the features
+    fusions = [f for m in balanced.modules() if hasattr(m, "pyramid_fusions") for f in m.pyramid_fusions()]
+    with torch.no_grad():
+        assert all(float(f.pyramid(normalized[0][None]).abs().max()) > 0.05 for f in fusions)
+    with torch.no_grad():
+        reference, rewritten = model(normalized[1][None]), balanced(normalized[1][None])
+    assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
+    assert not any(isinstance(m, ImagePyramid) and m.gain is not None for m in model.modules())  # the original is untouched

@@ -22,6 +22,7 @@ from mobileseg.export.artifact import (
     MANIFEST, check_destination, check_hashes, read_manifest, staging_folder, tool_versions, write_json, write_manifest,
 )  # fmt: skip
 from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml
+from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
 from mobileseg.export.onnx import OnnxOptions, export_onnx
 from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
 from mobileseg.export.tflite import TfliteOptions, ambiguous_tensors, export_tflite
@@ -30,7 +31,6 @@ from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_rec
 from mobileseg.runtimes.coreml_support import coremltools_notes
 from mobileseg.verify.parity import ParityReport, run_parity
 from mobileseg.verify.report import to_markdown
-from mobileseg.zoo.blocks import fold_merge_batchnorms
 from mobileseg.zoo.checkpoint import sha256_file
 
 WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
@@ -285,21 +285,19 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                     calibration, recipe, output_shape, Path(scratch) / "float", staging,
                 )  # fmt: skip
             if "int8" in tflite_options.precisions:
-                # int8 converts the same function with each merge BN folded into its branches (exact to
-                # ~1e-6; int8 activations are per tensor, and an unfolded concatenation mixes ranges ~100x
-                # apart). Float precisions keep the graph of the ONNX artifact; the second onnx2tf run
-                # this costs is paid only when int8 is asked for.
-                folded_module, folded = fold_merge_batchnorms(reference)
-                folded_onnx = onnx_path
-                if folded:
-                    folded_onnx = Path(scratch) / "model_folded.onnx"
-                    export_onnx(folded_module, example, folded_onnx, options)
+                # int8 converts the same function rewritten to quantise well (exact to ~1e-6; see
+                # export/int8_graph.py). Float precisions keep the graph of the ONNX artifact; the second
+                # onnx2tf run this costs is paid only when int8 is asked for.
+                int8_reference, rewrites = int8_module(reference, calibration)
+                int8_onnx = Path(scratch) / "model_int8.onnx"
+                export_onnx(int8_reference, example, int8_onnx, options)
+                rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
                 int8_artifacts = _tflite(
-                    folded_module, folded_onnx, example, options, replace(tflite_options, precisions=("int8",)),
-                    calibration, recipe, output_shape, Path(scratch) / "int8", staging,
+                    int8_reference, int8_onnx, example, options, replace(tflite_options, precisions=("int8",)),
+                    calibration, recipe, output_shape, Path(scratch) / "int8", staging, batchnorms_as_depthwise_convs,
                 )  # fmt: skip
                 for entry in int8_artifacts:
-                    entry["merge_batchnorms_folded"] = folded
+                    entry["int8_rewrites"] = rewrites
                 tflite_artifacts += int8_artifacts
             notes += sorted({entry.pop("note") for entry in tflite_artifacts if "note" in entry})
             artifacts += tflite_artifacts
@@ -334,13 +332,17 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
 def _tflite(
     module: nn.Module, onnx_path: Path, example: torch.Tensor, onnx_options: OnnxOptions, options: TfliteOptions,
     calibration: np.ndarray, recipe: Recipe, output_shape: tuple[int, ...], scratch: Path, staging: Path,
+    onnx_rewrite: Callable[[Path], object] | None = None,
 ) -> list[dict]:
-    """TFLite files of ``module`` (exported as ``onnx_path``); with symbolic height and width where needed."""
+    """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); with symbolic height
+    and width where needed."""
     symbolic_onnx = None
     if ambiguous_tensors(onnx_path):
         scratch.mkdir(parents=True, exist_ok=True)
         symbolic_onnx = scratch / "model_symbolic.onnx"
         export_onnx(module, example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
+        if onnx_rewrite is not None:
+            onnx_rewrite(symbolic_onnx)
     return export_tflite(
         onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx
     )

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobileseg.images import PHOTOS, photo, resize_rgb01
+from mobileseg.images import photo, resize_rgb01
+
+# The scenes and objects of the generated sequences (fixed: the shipped training and its figures depend on it).
+SCENE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "immunohistochemistry")
 
 PHASES = ("still", "move", "pan")
 OBJECT_SIZE = (0.35, 0.55)
@@ -58,7 +61,7 @@ def generate_sequence(
     """A ``length``-frame sequence at ``height × width`` with ``objects`` foreground objects, each a square
     sprite whose side is drawn from ``object_size`` (fractions of the frame's shorter side)."""
     rng = np.random.default_rng(seed)
-    names = list(PHOTOS)
+    names = list(SCENE_PHOTOS)
     order = rng.permutation(len(names))
     scene_name = names[order[0]]
     margin = 0.35

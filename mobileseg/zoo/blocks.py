@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -186,7 +188,11 @@ class MergeModule(nn.Module):
     def merge(self, reduced: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         merged = torch.cat([branch(reduced) for branch in self.branches], 1)
         if self.residual:
-            merged = merged + (x if self.residual_scale is None else x * self.residual_scale)
+            if self.residual_scale is not None:
+                # A depthwise 1×1 convolution rather than a broadcast multiply: int8 converters give a
+                # convolution per-channel weights, but a multiply's constant one scale for all channels.
+                x = F.conv2d(x, self.residual_scale, groups=self.residual_scale.shape[0])
+            merged = merged + x
         return self.out(merged)
 
     @torch.no_grad()
@@ -200,7 +206,7 @@ class MergeModule(nn.Module):
             branch.fold_output_affine(scale[start:end], shift[start:end])
             start = end
         if self.residual:
-            self.residual_scale = scale.view(1, -1, 1, 1).clone()
+            self.residual_scale = scale.view(-1, 1, 1, 1).clone()
         self.out.bn = nn.Identity()
 
 
@@ -308,16 +314,69 @@ class C3Module(MergeModule):
 
 
 class ImagePyramid(nn.Module):
-    """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA)."""
+    """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA).
+
+    ``gain`` (None unless set by `balance_image_pyramids`) multiplies the pooled image.
+    """
 
     def __init__(self, levels: int):
         super().__init__()
         self.levels = levels
+        self.register_buffer("gain", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.levels):
             x = F.avg_pool2d(x, 2, 2)
-        return x
+        return x if self.gain is None else x * self.gain
+
+
+@dataclass(frozen=True)
+class PyramidFusion:
+    """Where a network concatenates a pyramid image with features: ``fuse(cat([..., image, ...]))``."""
+
+    pyramid: ImagePyramid
+    fuse: BNPReLU
+    channels: slice  # the image's channels in the concatenation
+
+
+@torch.no_grad()
+def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[float]:
+    """Scale each pyramid image to the peak of the features it is concatenated with; the function is unchanged.
+
+    For int8 export, in place; returns the gains. Networks list their concatenations in ``pyramid_fusions()``.
+    A normalised image spans about ±0.01 while the features beside it span about ±1, and an int8
+    concatenation has one scale for all its inputs: unscaled, the image keeps two or three levels (and
+    converters propagate that scale back through the pooling to the network input). The fuse BN divides
+    the gain out again: ``BN(g·y)`` with weight ``w/g`` and running mean ``g·μ`` equals ``BN(y)``.
+    ``samples`` are (N, 3, H, W) inputs of ``model``.
+    """
+    fusions = [f for m in model.modules() if hasattr(m, "pyramid_fusions") for f in m.pyramid_fusions()]
+    peaks = [[0.0, 0.0] for _ in fusions]  # (image, features) max |x|
+
+    def record(index: int, fusion: PyramidFusion, _module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        (merged,) = inputs
+        keep = torch.ones(merged.shape[1], dtype=torch.bool)
+        keep[fusion.channels] = False
+        peaks[index][0] = max(peaks[index][0], merged[:, fusion.channels].abs().max().item())
+        peaks[index][1] = max(peaks[index][1], merged[:, keep].abs().max().item())
+
+    hooks = [f.fuse.register_forward_pre_hook(partial(record, i, f)) for i, f in enumerate(fusions)]
+    try:
+        for sample in samples:
+            model(sample[None])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    gains = []
+    for fusion, (image_peak, feature_peak) in zip(fusions, peaks):
+        gain = feature_peak / image_peak if image_peak > 0 and feature_peak > 0 else 1.0
+        current = 1.0 if fusion.pyramid.gain is None else float(fusion.pyramid.gain)
+        fusion.pyramid.gain = torch.tensor(current * gain)
+        bn = fusion.fuse.bn
+        bn.weight[fusion.channels] /= gain
+        bn.running_mean[fusion.channels] *= gain
+        gains.append(current * gain)
+    return gains
 
 
 def information_blocking(coarse: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:

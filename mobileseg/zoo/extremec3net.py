@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
-from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, upsample_bilinear
+from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, PyramidFusion, upsample_bilinear
 from mobileseg.zoo.sinet import PORTRAIT_NORMALIZATION
 
 __all__ = ["ExtremeC3Net", "C3_BRANCH_KEY_RULES", "C3_BLOCK_KEY_RULES"]
@@ -43,6 +43,15 @@ class ExtremeC3Net(nn.Module):
         self.fine = C3Module(c_fine, c_fine, (2, 4, 8), residual=True)
         self.head_act = BNPReLU(c_fine)
         self.head = nn.Conv2d(c_fine, num_classes, 1, bias=False)
+
+    def pyramid_fusions(self) -> list[PyramidFusion]:
+        """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_image_pyramids`)."""
+        stem = self.stem.conv.out_channels
+        stage2 = self.stage2_fuse.bn.num_features - 3
+        return [
+            PyramidFusion(self.image2, self.stem_fuse, slice(stem, stem + 3)),
+            PyramidFusion(self.image4, self.stage2_fuse, slice(stage2, stage2 + 3)),
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = self.stem_fuse(torch.cat([self.stem(x), self.image2(x)], 1))

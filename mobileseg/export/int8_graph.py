@@ -1,0 +1,69 @@
+"""Rewrites that make a network's graph quantise well to int8 TFLite while computing the same function.
+
+Full-integer TFLite keeps one scale per activation tensor and per constant of an element-wise op; per-channel
+scales exist only for convolution weights. Three places in the zoo networks lose precision to that:
+
+* the BN after each S2/C3 merge sees branches whose ranges differ up to ~100× (`fold_merge_batchnorms`);
+* the image pyramid is concatenated with features ~100× wider than itself (`balance_image_pyramids`);
+* a BN that follows no convolution (after a concatenation, a residual sum or an upsampling) becomes a
+  MUL and an ADD whose per-channel constants share one int8 scale (`batchnorms_as_depthwise_convs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileseg.zoo.blocks import balance_image_pyramids, fold_merge_batchnorms
+
+
+def int8_module(reference: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, dict]:
+    """A copy of ``reference`` with merge BNs folded and pyramid images balanced on ``calibration``
+    ((N, 3, H, W) inputs of ``reference``), and a record of what was rewritten."""
+    module, folded = fold_merge_batchnorms(reference)
+    gains = balance_image_pyramids(module, torch.from_numpy(np.ascontiguousarray(calibration)))
+    return module, {"merge_batchnorms_folded": folded, "image_pyramid_gains": [round(g, 2) for g in gains]}
+
+
+def batchnorms_as_depthwise_convs(onnx_path: Path) -> int:
+    """Rewrite, in place, each ``BatchNormalization`` of an ONNX file as a depthwise 1×1 ``Conv`` with bias.
+
+    The exporter already fused every BN that follows a convolution, so those left follow something else.
+    As a convolution each gets per-channel int8 weights and an int32 bias. Returns how many were rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or not all(name in constants for name in node.input[1:5]):
+            nodes.append(node)
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        weight, bias, mean, var = (numpy_helper.to_array(constants[name]).astype(np.float64) for name in node.input[1:5])
+        scale = weight / np.sqrt(var + eps)
+        channels = scale.size
+        weight_name, bias_name = f"{node.output[0]}_depthwise_weight", f"{node.output[0]}_depthwise_bias"
+        graph.initializer.append(numpy_helper.from_array(scale.reshape(channels, 1, 1, 1).astype(np.float32), weight_name))
+        graph.initializer.append(numpy_helper.from_array((bias - mean * scale).astype(np.float32), bias_name))
+        nodes.append(helper.make_node(
+            "Conv", [node.input[0], weight_name, bias_name], [node.output[0]],
+            name=f"{node.name or node.output[0]}_depthwise", group=channels, kernel_shape=[1, 1],
+        ))  # fmt: skip
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {name for node in graph.node for name in node.input}
+        kept = [tensor for tensor in graph.initializer if tensor.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(onnx_path))
+    return rewritten
