@@ -339,6 +339,17 @@ class PyramidFusion:
     channels: slice  # the image's channels in the concatenation
 
 
+def stem_and_stage2_fusions(network: nn.Module) -> list[PyramidFusion]:
+    """The ESPNet-style pyramid fusions: ``stem_fuse(cat([stem, image2]))`` and
+    ``stage2_fuse(cat([..., image4]))``, the image last in each."""
+    stem = network.stem.conv.out_channels
+    stage2 = network.stage2_fuse.bn.num_features - 3
+    return [
+        PyramidFusion(network.image2, network.stem_fuse, slice(stem, stem + 3)),
+        PyramidFusion(network.image4, network.stage2_fuse, slice(stage2, stage2 + 3)),
+    ]
+
+
 @torch.no_grad()
 def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[float]:
     """Scale each pyramid image to the peak of the features it is concatenated with; the function is unchanged.

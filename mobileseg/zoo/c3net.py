@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
-from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, PyramidFusion
+from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, PyramidFusion, stem_and_stage2_fusions
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 from mobileseg.zoo.sinet_cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_NORMALIZATION
 
@@ -52,12 +52,7 @@ class C3NetEncoder(nn.Module):
 
     def pyramid_fusions(self) -> list[PyramidFusion]:
         """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_image_pyramids`)."""
-        stem = self.stem.conv.out_channels
-        stage2 = self.stage2_fuse.bn.num_features - 3
-        return [
-            PyramidFusion(self.image2, self.stem_fuse, slice(stem, stem + 3)),
-            PyramidFusion(self.image4, self.stage2_fuse, slice(stage2, stage2 + 3)),
-        ]
+        return stem_and_stage2_fusions(self)
 
     def forward(self, x: torch.Tensor) -> C3NetFeatures:
         stem = self.stem(x)
