@@ -285,7 +285,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                     calibration, recipe, output_shape, Path(scratch) / "float", staging,
                 )  # fmt: skip
             if "int8" in tflite_options.precisions:
-                # int8 converts the same function rewritten to quantise well (exact to ~1e-6; see
+                # int8 converts the same function rewritten to quantise well (exact to ~1e-5; see
                 # export/int8_graph.py). Float precisions keep the graph of the ONNX artifact; the second
                 # onnx2tf run this costs is paid only when int8 is asked for.
                 int8_reference, rewrites = int8_module(reference, calibration)

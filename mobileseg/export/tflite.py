@@ -299,8 +299,9 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
     ranges are the observed one shrunk at either or both ends. Values rarer than about one in
     ``per_sample × len(samples)`` seldom enter the subsample, so the fit is robust to them: it clips
     them (by 5–8× on SINet's worst tensors) where the full-data squared error would keep them.
-    It helped on the unfolded graphs (SINet's worst photo 0.87 → 0.95) but not on the folded ones, and it
-    moves with the subsample, so it is an option and min/max the default (README, int8).
+    It helped on the plain graphs (SINet's worst photo 0.87 → 0.95); on the int8-rewritten ones it helps
+    ExtremeC3Net and hurts SINet, and it moves with the subsample, so it is an option and min/max the
+    default (README, int8).
     The model's input and output keep their observed ranges.
     """
     from ai_edge_litert.interpreter import Interpreter

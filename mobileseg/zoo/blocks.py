@@ -362,6 +362,8 @@ def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[floa
     ``samples`` are (N, 3, H, W) inputs of ``model``.
     """
     fusions = [f for m in model.modules() if hasattr(m, "pyramid_fusions") for f in m.pyramid_fusions()]
+    if not fusions:
+        return []  # no pyramid: nothing to measure, so no forward passes
     peaks = [[0.0, 0.0] for _ in fusions]  # (image, features) max |x|
 
     def record(index: int, fusion: PyramidFusion, _module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
