@@ -364,6 +364,7 @@ def _tflite_options(options: dict) -> TfliteOptions:
         int8_io=bool(options.get("int8_io", False)),
         calibration_samples=int(options.get("calibration_samples", TfliteOptions.calibration_samples)),
         activation_ranges=str(options.get("activation_ranges", TfliteOptions.activation_ranges)),
+        float_fallback=bool(options.get("float_fallback", TfliteOptions.float_fallback)),
     )
 
 

@@ -1,8 +1,9 @@
 """ONNX → TFLite with onnx2tf, then quantisation with the TFLite converter.
 
-onnx2tf turns the simplified ONNX graph into a TensorFlow SavedModel and fp32 / fp16-weight ``.tflite``
-files, transposing the graph to NHWC. Dynamic-range and int8 models are converted from that SavedModel
-here (not by onnx2tf's ``-oiqt``), so calibration uses real pictures and int8 I/O is a plain option.
+onnx2tf turns the simplified ONNX graph into a Keras model, transposing the graph to NHWC. Every
+precision (fp32, fp16 weights, dynamic-range, int8) is converted here from that model's traced function
+with the TFLite converter (not by onnx2tf, which would first serialise the model to SavedModels, nor by
+its ``-oiqt``), so calibration uses real pictures and int8 I/O is a plain option.
 
 onnx2tf needs handling that this module does for the user:
 
@@ -18,8 +19,8 @@ onnx2tf also decides which axis is the channel axis from the tensor shapes. Wher
 spatial size (c3net at 512×1024 has [1, 128, 64, 128]), it can apply a per-channel op along the width:
 that TFLite file ran but disagreed with ONNX everywhere (max rel 6, argmax agreement 0.02). For such
 graphs the caller passes the same network exported with symbolic height and width: no spatial size is
-known during conversion, so none can be mistaken for the channel count, and the SavedModel is frozen to
-the static input shape afterwards. `ambiguous_tensors` tells when.
+known during conversion, so none can be mistaken for the channel count, and the traced function is
+frozen to the static input shape afterwards. `ambiguous_tensors` tells when.
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
+from mobileseg.export.tflite_fallback import with_float_fallback
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import to_model_layout, to_nchw
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+# Float fallback (export/tflite_fallback.py), per precision: the label agreement with the fp32 file to
+# reach on the calibration pictures (half the disagreement the recipes allow against PyTorch on photos),
+# the local error above which an op gets float weights at once, and op types always kept float:
+# tflite-runtime 2.14 cannot load a dynamic-range (hybrid) TRANSPOSE_CONV.
+FALLBACK_GOALS = {"fp16": (0.995, 0.01, ()), "dynamic": (0.985, 0.1, ("TRANSPOSE_CONV",))}
+FALLBACK_SAMPLES = 2
 RANGE_METHODS = ("minmax", "mse")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -53,6 +61,7 @@ class TfliteOptions:
     int8_io: bool = False  # int8 models take and return int8 tensors (else float32 I/O around int8 kernels)
     calibration_samples: int = 16
     activation_ranges: str = "minmax"  # int8 activation ranges: "minmax" (observed) or "mse" (see _mse_ranges)
+    float_fallback: bool = True  # fp16 / dynamic: float32 weights where quantised ones wreck the result
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -141,36 +150,39 @@ def export_tflite(
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)
-        saved_model, shapes, note = None, "static", None
+        keras_model, shapes, note = None, "static", None
         if symbolic_onnx is not None:
             try:
-                saved_model = _onnx2tf(symbolic_onnx, workdir / "symbolic", sample, options, log_path, static_shape)
+                keras_model = _onnx2tf(symbolic_onnx, workdir / "symbolic", sample, options, log_path, static_shape)
                 shapes = "symbolic"
             except (Exception, SystemExit) as exc:  # noqa: BLE001 (any onnx2tf failure: fall back to the static graph)
                 note = f"onnx2tf could not convert with symbolic height/width ({_first_line(exc)}); converted the static graph"
-        if saved_model is None:
+        if keras_model is None:
             try:
-                saved_model = _onnx2tf(onnx_path, workdir / "static", sample, options, log_path)
+                keras_model = _onnx2tf(onnx_path, workdir / "static", sample, options, log_path)
             except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
                 raise _failure(model_name, "onnx2tf", exc, log_path) from exc
-        written = {"fp32": saved_model / "model_float32.tflite", "fp16": saved_model / "model_float16.tflite"}
-        if shapes == "static":
-            missing = [str(p.name) for k, p in written.items() if k in options.precisions and not p.is_file()]
-            if missing:
-                raise _failure(model_name, "onnx2tf", ExportError(f"onnx2tf wrote no {', '.join(missing)}"), log_path)
-        entries = []
+        with captured_output(log_path):
+            function = _concrete_function(keras_model, {"image": static_shape})
+        entries, float_file = [], None
+        samples = calibration[:FALLBACK_SAMPLES] if options.keep_nchw else calibration[:FALLBACK_SAMPLES].transpose(0, 2, 3, 1)
         for precision in options.precisions:
             target = folder / f"model_{precision}.tflite"
-            if shapes == "static" and precision in written:
-                shutil.copyfile(written[precision], target)
-            else:
-                try:
-                    with captured_output(log_path):
-                        data = _convert(saved_model, precision, calibration, options, static_shape if shapes == "symbolic" else None)
-                except Exception as exc:
-                    raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
-                target.write_bytes(data)
+            fallback = None
+            try:
+                with captured_output(log_path):
+                    data = _convert(function, keras_model, precision, calibration, options)
+                    float_file = data if precision == "fp32" else float_file
+                    if options.float_fallback and precision in FALLBACK_GOALS:
+                        float_file = float_file or _convert(function, keras_model, "fp32")
+                        goal, local_limit, forced = FALLBACK_GOALS[precision]
+                        data, fallback = with_float_fallback(data, float_file, samples, goal, local_limit, forced)
+            except Exception as exc:
+                raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
+            target.write_bytes(data)
             entry = _describe(target, precision, options, input_format, expected_output, calibration.shape[1])
+            if fallback is not None:
+                entry["float_fallback"] = fallback.to_dict()
             entry["onnx2tf_shapes"] = shapes
             if note:
                 entry["note"] = note
@@ -186,8 +198,8 @@ def _first_line(exc: BaseException) -> str:
 def _onnx2tf(
     onnx_path: Path, workdir: Path, sample: np.ndarray, options: TfliteOptions, log_path: Path,
     static_shape: tuple[int, ...] | None = None,
-) -> Path:
-    """Run onnx2tf on a copy of ``onnx_path`` in ``workdir``; returns its SavedModel folder.
+):
+    """Run onnx2tf on a copy of ``onnx_path`` in ``workdir``; returns the Keras model it builds.
 
     ``static_shape`` (the model's input shape) is given for a graph with symbolic height and width: onnx2tf
     then uses it for its test inference only.
@@ -203,51 +215,57 @@ def _onnx2tf(
 def _run_onnx2tf(
     onnx_path: Path, workdir: Path, sample: np.ndarray, log_path: Path, keep_nchw: list[str] | None = None,
     hints: list[str] | None = None,
-) -> Path:
+):
+    """onnx2tf's in-memory Keras model of a copy of ``onnx_path``.
+
+    onnx2tf is asked to save nothing: its own outputs (a SavedModel, then fp32 and fp16 ``.tflite`` files
+    through ``from_keras_model``, which serialises the model to a SavedModel once more per file) took
+    three quarters of a conversion; `_convert` converts from the model's traced function instead.
+    """
     import onnx2tf
 
     workdir.mkdir()
     source = workdir / "model.onnx"
     shutil.copyfile(onnx_path, source)  # onnx2tf rewrites its input in place
-    saved_model = workdir / "saved_model"
     with _onnx2tf_environment(workdir, sample), captured_output(log_path):
-        onnx2tf.convert(
+        return onnx2tf.convert(
             input_onnx_file_path=str(source),
-            output_folder_path=str(saved_model),
+            output_folder_path=str(workdir / "saved_model"),
             output_signaturedefs=True,
             keep_ncw_or_nchw_or_ncdhw_input_names=keep_nchw,
             shape_hints=hints,
+            disable_model_save=True,
             non_verbose=True,
             verbosity="error",
         )
-    return saved_model
 
 
-def _converter(saved_model: Path, static_shape: tuple[int, ...] | None):
-    """A TFLite converter for the SavedModel; frozen to ``static_shape`` when its input has symbolic sizes."""
+def _concrete_function(keras_model, shapes: dict[str, tuple[int, ...]] | None = None):
+    """The Keras model as one traced TensorFlow function, inputs in the model's order and named as in
+    ONNX; an input listed in ``shapes`` is traced with that static shape (a graph converted with symbolic
+    height and width is frozen to the model's input size here)."""
     import tensorflow as tf
 
-    if static_shape is None:
-        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    loaded = tf.saved_model.load(str(saved_model))
-    signature = loaded.signatures["serving_default"]
-    ((name, spec),) = signature.structured_input_signature[1].items()
+    shapes = shapes or {}
+    names = [tensor.name.split(":")[0] for tensor in keras_model.inputs]
+    signature = [
+        tf.TensorSpec(shapes.get(name) or tensor.shape, tensor.dtype, name=name)
+        for name, tensor in zip(names, keras_model.inputs)
+    ]  # fmt: skip
 
-    @tf.function(input_signature=[tf.TensorSpec(static_shape, spec.dtype, name=name)])
-    def frozen(image):
-        return signature(**{name: image})
+    @tf.function(input_signature=signature)
+    def serve(*inputs):
+        return keras_model(list(inputs) if len(inputs) > 1 else inputs[0])
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen.get_concrete_function()], loaded)
+    return serve.get_concrete_function()
+
+
+def _convert(function, keras_model, precision: str, calibration: np.ndarray | None = None, options: TfliteOptions | None = None) -> bytes:
+    """One ``.tflite`` file of ``function`` (from `_concrete_function`) at ``precision``."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], keras_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    return converter
-
-
-def _convert(
-    saved_model: Path, precision: str, calibration: np.ndarray, options: TfliteOptions, static_shape: tuple[int, ...] | None
-) -> bytes:
-    import tensorflow as tf
-
-    converter = _converter(saved_model, static_shape)
     if precision == "fp32":
         return converter.convert()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -437,16 +455,20 @@ def convert_graph(
         pictures = [to_model_layout(v, "channels_last") for v in inputs.values() if v.ndim == 4 and v.shape[1] == 3]
         sample = pictures[0] if pictures else np.zeros((1, 128, 128, 3), np.float32)
         try:
-            saved_model = _run_onnx2tf(onnx_path, workdir / "convert", sample, log_path)
+            keras_model = _run_onnx2tf(onnx_path, workdir / "convert", sample, log_path)
         except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
             raise _failure(name, "onnx2tf", exc, log_path) from exc
-        written = {"fp32": saved_model / "model_float32.tflite", "fp16": saved_model / "model_float16.tflite"}
         records = {}
+        with captured_output(log_path):
+            function = _concrete_function(keras_model)
         for precision, target in files.items():
-            if not written[precision].is_file():
-                raise _failure(name, "onnx2tf", ExportError(f"onnx2tf wrote no {written[precision].name}"), log_path)
-            records[precision] = _graph_tensors(written[precision], inputs, outputs, name)
-            shutil.copyfile(written[precision], target)
+            try:
+                with captured_output(log_path):
+                    data = _convert(function, keras_model, precision)
+            except Exception as exc:
+                raise _failure(name, f"{precision} conversion", exc, log_path) from exc
+            target.write_bytes(data)
+            records[precision] = _graph_tensors(target, inputs, outputs, name)
     return records
 
 

@@ -1,0 +1,333 @@
+"""Float fallback for reduced-precision TFLite files: find the ops that their quantised weights alone
+wreck, and give those ops back their float32 weights.
+
+Some trained networks compute small signals on top of large constants. In the authors' Cityscapes
+checkpoints a few channels of a batch norm see inputs like −108 ± 0.016 (a branch whose previous BN
+scale trained to ~0) and multiply the difference by ~600; folded into the convolution before it, that
+is a weight of ~13 000 and a bias of ~67 000 whose sum cancels to ±10. Rounding those weights to fp16
+(steps of 8 and 32) or int8 leaves nothing of the signal, and a few such channels cost the whole label
+map several points of agreement.
+
+The damage is local, so it is measured locally, with TFLite's own kernels: every op that reads a
+quantised constant is run on the float model's exact input tensors (taken from one run of the fp32
+file with all tensors kept), and its output is compared with the fp32 op's output, channel by channel,
+relative to each channel's spread. An op whose relative error passes the threshold gets float32 weights
+in the written file (a float kernel), everything else stays quantised.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+FLOAT32, FLOAT16, INT8 = 0, 1, 9  # tflite TensorType values
+
+
+@dataclass(frozen=True)
+class OpError:
+    index: int  # operator index in the quantised file
+    op: str  # builtin name, e.g. DEPTHWISE_CONV_2D
+    output: str  # name of its output tensor (the same in the float file)
+    error: float  # worst channel: RMS error / channel standard deviation
+
+
+def _read(data: bytes):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+
+
+def _write(model) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _op_name(model, op) -> str:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+
+
+def _is_constant(model, tensor) -> bool:
+    data = model.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
+
+def _quantised_inputs(model) -> dict[int, list[int]]:
+    """Per operator, the input positions that read a quantised constant: an fp16 constant through a
+    DEQUANTIZE op, or an int8 constant feeding a float op (a dynamic-range "hybrid" kernel)."""
+    graph = model.subgraphs[0]
+    dequantized = {
+        op.outputs[0] for op in graph.operators
+        if _op_name(model, op) == "DEQUANTIZE" and _is_constant(model, graph.tensors[op.inputs[0]])
+    }  # fmt: skip
+    found = {}
+    for index, op in enumerate(graph.operators):
+        if _op_name(model, op) == "DEQUANTIZE":
+            continue
+        inputs = [i for i in op.inputs if i >= 0]
+        float_op = any(graph.tensors[i].type == FLOAT32 and not _is_constant(model, graph.tensors[i]) for i in inputs)
+        positions = [
+            position for position, i in enumerate(op.inputs)
+            if i >= 0 and (i in dequantized or (float_op and graph.tensors[i].type == INT8 and _is_constant(model, graph.tensors[i])))
+        ]  # fmt: skip
+        if positions:
+            found[index] = positions
+    return found
+
+
+def _interpreter(data: bytes, keep_all: bool = False, delegates: bool = False):
+    """A LiteRT interpreter; the built-in kernels unless ``delegates`` (a delegate would hide the
+    intermediate tensors that ``keep_all`` keeps)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # keeping every tensor is documented as a debugging aid: it is what we need
+        interpreter = Interpreter(
+            model_content=data, experimental_preserve_all_tensors=keep_all, experimental_op_resolver_type=resolver
+        )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _isolated(model, ops: list[int]) -> tuple[bytes, dict[str, str]]:
+    """The quantised file cut down to ``ops`` (and the DEQUANTIZE ops of their constants): every activation
+    an op reads becomes a model input of its own, every output a model output. Returns the file and, per
+    model input name, the tensor of the float file that feeds it."""
+    import copy
+
+    model = copy.deepcopy(model)
+    graph = model.subgraphs[0]
+    producer = {out: index for index, op in enumerate(graph.operators) for out in op.outputs}
+    keep, inputs, outputs, feeds = set(ops), [], [], {}
+    for index in ops:
+        op = graph.operators[index]
+        for position, i in enumerate(op.inputs):
+            if i < 0 or _is_constant(model, graph.tensors[i]):
+                continue
+            source = producer.get(i)
+            if source is not None and _op_name(model, graph.operators[source]) == "DEQUANTIZE" and _is_constant(
+                model, graph.tensors[graph.operators[source].inputs[0]]
+            ):
+                keep.add(source)
+                continue
+            fed = copy.deepcopy(graph.tensors[i])
+            fed.name = b"%d:%d" % (index, position)
+            graph.tensors.append(fed)
+            op.inputs[position] = len(graph.tensors) - 1
+            inputs.append(len(graph.tensors) - 1)
+            feeds[fed.name.decode()] = graph.tensors[i].name.decode()
+        outputs += [o for o in op.outputs if o not in outputs]
+    graph.operators = [op for index, op in enumerate(graph.operators) if index in keep]
+    graph.inputs, graph.outputs, model.signatureDefs = inputs, outputs, []
+    return _write(model), feeds
+
+
+def _channel_stats(reference: np.ndarray, produced: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per channel (last axis of a 4-D NHWC tensor, else one channel): count, sum, sum of squares of the
+    reference and sum of squared errors."""
+    ref = reference.astype(np.float64)
+    diff = produced.astype(np.float64) - ref
+    ref = ref.reshape(-1, ref.shape[-1]) if ref.ndim == 4 else ref.reshape(-1, 1)
+    diff = diff.reshape(ref.shape)
+    return np.full(ref.shape[1], ref.shape[0], np.float64), ref.sum(0), (ref**2).sum(0), (diff**2).sum(0)
+
+
+def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget_bytes: int = 1 << 29) -> list[OpError]:
+    """The local error of every op of ``quantized`` that reads a quantised constant, on ``samples``
+    (in the model's input layout), against the float file ``reference`` it was converted alongside."""
+    model = _read(quantized)
+    graph = model.subgraphs[0]
+    candidates = _quantised_inputs(model)
+    if not candidates:
+        return []
+    # Chunks of ops whose tensors fit the memory budget; each chunk is one small interpreter.
+    chunks, current, size = [], [], 0
+    for index in candidates:
+        op = graph.operators[index]
+        nbytes = sum(4 * int(np.prod(graph.tensors[i].shape)) for i in [*op.inputs, *op.outputs] if i >= 0)
+        if current and size + nbytes > budget_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(index)
+        size += nbytes
+    chunks.append(current)
+    names = [t.name.decode() for t in graph.tensors]
+    stats: dict[int, list[np.ndarray]] = {}
+    float_interpreter = _interpreter(reference, keep_all=True)
+    float_tensors = {d["name"]: d["index"] for d in float_interpreter.get_tensor_details()}
+    (float_input,) = float_interpreter.get_input_details()
+    for sample in samples:
+        float_interpreter.set_tensor(float_input["index"], np.ascontiguousarray(sample[None], dtype=float_input["dtype"]))
+        float_interpreter.invoke()
+        for chunk in chunks:
+            isolated, feeds = _isolated(model, chunk)
+            interpreter = _interpreter(isolated)
+            for detail in interpreter.get_input_details():
+                interpreter.set_tensor(detail["index"], float_interpreter.get_tensor(float_tensors[feeds[detail["name"]]]))
+            interpreter.invoke()
+            by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+            for index in chunk:
+                output = names[graph.operators[index].outputs[0]]
+                if output not in float_tensors:
+                    continue
+                parts = _channel_stats(float_interpreter.get_tensor(float_tensors[output]), interpreter.get_tensor(by_name[output]))
+                stats[index] = [a + b for a, b in zip(stats[index], parts)] if index in stats else list(parts)
+            del interpreter
+    errors = []
+    for index, (count, total, squares, squared_error) in stats.items():
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+        rms = np.sqrt(squares.sum() / count.sum())
+        relative = np.sqrt(squared_error / count) / np.maximum(std, 1e-3 * rms + 1e-30)
+        op = graph.operators[index]
+        errors.append(OpError(index, _op_name(model, op), names[op.outputs[0]], float(relative.max())))
+    return errors
+
+
+def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
+    """``quantized`` with float32 weights (from ``reference``) for the ops whose output tensor is named in
+    ``outputs``: fp16 constants lose their DEQUANTIZE op, int8 constants become float32 tensors."""
+    model, float_model = _read(quantized), _read(reference)
+    graph, float_graph = model.subgraphs[0], float_model.subgraphs[0]
+    float_ops = {float_graph.tensors[op.outputs[0]].name: op for op in float_graph.operators}
+    quantised = _quantised_inputs(model)
+    producer = {out: index for index, op in enumerate(graph.operators) for out in op.outputs}
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    dropped = set()
+    for index, positions in quantised.items():
+        op = graph.operators[index]
+        name = graph.tensors[op.outputs[0]].name
+        if name.decode() not in outputs:
+            continue
+        float_op = float_ops[name]
+        for position in positions:
+            source = float_graph.tensors[float_op.inputs[position]]
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(bytes(float_model.buffers[source.buffer].data), np.uint8).copy()
+            model.buffers.append(buffer)
+            weight = schema.TensorT()
+            weight.name = source.name + b"/float_fallback"
+            weight.shape, weight.type, weight.buffer = source.shape, FLOAT32, len(model.buffers) - 1
+            graph.tensors.append(weight)
+            previous = op.inputs[position]
+            op.inputs[position] = len(graph.tensors) - 1
+            if previous in producer and _op_name(model, graph.operators[producer[previous]]) == "DEQUANTIZE":
+                dropped.add(producer[previous])
+    still_read = {i for op in graph.operators for i in op.inputs}
+    graph.operators = [
+        op for index, op in enumerate(graph.operators) if not (index in dropped and op.outputs[0] not in still_read)
+    ]  # fmt: skip
+    # The quantised constants no op reads any more keep their tensor entry but lose their data.
+    used = {i for op in graph.operators for i in [*op.inputs, *op.outputs]}
+    used_buffers = {graph.tensors[i].buffer for i in used if i >= 0}
+    for tensor in graph.tensors:
+        if tensor.buffer not in used_buffers and _is_constant(model, tensor):
+            model.buffers[tensor.buffer].data = None
+    return _write(model)
+
+
+def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray) -> float:
+    """Share of output pixels whose label (argmax over the channel axis, the sign for one channel) is the
+    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``). The channel axis is the
+    one whose size is not a spatial size of the sample (the last one for NHWC outputs)."""
+    agreeing = total = 0
+    for produced, expected in zip(_outputs(data, samples), expected):
+        axis = _channel_axis(expected.shape, samples.shape)
+        same = _labels(produced, axis) == _labels(expected, axis)
+        agreeing, total = agreeing + int(same.sum()), total + same.size
+    return agreeing / total
+
+
+def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
+    """The model's output on each sample (with LiteRT's default XNNPACK delegate, as apps run it)."""
+    interpreter = _interpreter(data, delegates=True)
+    (model_input,), (model_output,) = interpreter.get_input_details(), interpreter.get_output_details()
+    values = []
+    for sample in samples:
+        interpreter.set_tensor(model_input["index"], np.ascontiguousarray(sample[None], dtype=model_input["dtype"]))
+        interpreter.invoke()
+        values.append(interpreter.get_tensor(model_output["index"]).copy())
+    return values
+
+
+def _channel_axis(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> int:
+    if len(shape) != 4:
+        return -1
+    spatial = set(sample_shape[1:])
+    return -1 if shape[1] in spatial and shape[3] not in spatial else (1 if shape[3] in spatial else -1)
+
+
+def _labels(output: np.ndarray, axis: int) -> np.ndarray:
+    return (output > 0).squeeze(axis) if output.shape[axis] == 1 else output.argmax(axis)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What `with_float_fallback` did: label agreement with the float file before and after, and the ops
+    given float32 weights (by output tensor name)."""
+
+    goal: float
+    agreement_before: float
+    agreement: float
+    float_ops: tuple[str, ...]
+    candidates: int  # ops reading quantised constants
+    forced: tuple[str, ...] = ()  # op types always kept float (compatibility)
+
+    def to_dict(self) -> dict:
+        return {
+            "goal": self.goal, "agreement_before": round(self.agreement_before, 6), "agreement": round(self.agreement, 6),
+            "float_ops": len(self.float_ops), "quantised_ops": self.candidates - len(self.float_ops),
+            "forced_float_op_types": list(self.forced),
+        }  # fmt: skip
+
+
+def with_float_fallback(
+    quantized: bytes, reference: bytes, samples: np.ndarray, goal: float, local_limit: float, forced: tuple[str, ...] = ()
+) -> tuple[bytes, Fallback]:
+    """``quantized`` with the fewest float32-weight ops found that bring its label agreement with the float
+    file ``reference`` on ``samples`` to ``goal``.
+
+    Ops of the types in ``forced`` are float first (a compatibility choice). If the file then falls short,
+    every op whose local error (`local_errors`) passes ``local_limit`` goes float; if that is not enough
+    either, the remaining candidates go float in network order, the shortest sufficient prefix found by
+    bisection: errors of well-conditioned early layers are what the amplifying layers downstream enlarge.
+    """
+    model = _read(quantized)
+    graph = model.subgraphs[0]
+    candidates = sorted(_quantised_inputs(model))
+    output_of = {index: graph.tensors[graph.operators[index].outputs[0]].name.decode() for index in candidates}
+    keep = {output_of[i] for i in candidates if _op_name(model, graph.operators[i]) in forced}
+
+    def build(names: set[str]) -> bytes:
+        return keep_float(quantized, reference, names) if names else quantized
+
+    expected = _outputs(reference, samples)
+    data = build(keep)
+    before = agreement = label_agreement(data, expected, samples)
+    if agreement < goal:
+        errors = {e.index: e.error for e in local_errors(quantized, reference, samples)}
+        keep |= {output_of[i] for i in candidates if errors.get(i, 0.0) > local_limit}
+        data = build(keep)
+        agreement = label_agreement(data, expected, samples)
+    if agreement < goal:
+        rest = [output_of[i] for i in candidates if output_of[i] not in keep]
+        low, high, best = 0, len(rest), None
+        while low < high:
+            middle = (low + high) // 2
+            trial = build(keep | set(rest[:middle]))
+            score = label_agreement(trial, expected, samples)
+            if score >= goal:
+                high, best = middle, (trial, score)
+            else:
+                low = middle + 1
+        if best is None:
+            best = (build(keep | set(rest)), 1.0)
+        keep |= set(rest[:high])
+        data, agreement = best
+    return data, Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates), forced)
