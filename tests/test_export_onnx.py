@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from mobileseg import zoo
 from mobileseg.errors import ArtifactError, CheckpointError, InputSizeError, MobilesegError, RecipeError
@@ -165,3 +166,42 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     with torch.no_grad():
         expected = reference(torch.from_numpy(image)).numpy()
     assert np.abs(after - expected).max() / np.abs(expected).max() < 2e-4  # ONNX fp32 parity bound is 5e-5 + the fold's 1e-5
+
+
+class ExactConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class CancellingConv(ExactConv):
+    """The same function, evaluated with a cancellation that float32 cannot carry (its ulp at 1e4 is 1e-3)."""
+
+    def forward(self, x):
+        return (self.conv(x) + 1e4) - 1e4
+
+
+def test_fp32_parity_takes_a_float64_second_opinion_when_the_reference_is_the_inexact_one(tmp_path):
+    """An fp32 artifact that misses the tolerance against PyTorch float32 passes if it meets it against the
+    float64 network; a wrong artifact still fails against both."""
+    from mobileseg.export.onnx import OnnxOptions, export_onnx
+    from mobileseg.recipes import load_recipe
+    from mobileseg.verify.parity import run_parity
+
+    recipe = load_recipe("sinet").with_overrides(input_size=(32, 32))
+    export_onnx(ExactConv().eval(), torch.rand(1, 3, 32, 32), tmp_path / "exact.onnx", OnnxOptions())
+    wrong = ExactConv().eval()
+    with torch.no_grad():
+        wrong.conv.bias.add_(1e-2)
+    export_onnx(wrong, torch.rand(1, 3, 32, 32), tmp_path / "wrong.onnx", OnnxOptions())
+    artifacts = [{"target": "onnx", "precision": "fp32", "file": name} for name in ("exact.onnx", "wrong.onnx")]
+    report = run_parity(CancellingConv().eval(), recipe, tmp_path, artifacts, "softmax_logits", runtime_names=["onnxruntime"])
+    exact, wrong_result = report.results
+    assert exact.status == "pass", exact.reason
+    assert all(case["reference"] == "float64" for case in exact.cases)
+    assert exact.worst()["max_rel"] < 1e-6
+    assert wrong_result.status == "fail" and all("reference" not in case for case in wrong_result.cases)

@@ -186,3 +186,43 @@ def test_tflite_options_reject_an_unknown_range_method_with_one_line():
     with pytest.raises(ExportError, match="unknown int8 activation range method 'foo'; choose minmax or mse"):
         TfliteOptions(activation_ranges="foo").validate("rgb01")
     TfliteOptions(activation_ranges="mse").validate("rgb01")
+
+
+@pytest.fixture(scope="module")
+def c3net_fp16(tmp_path_factory):
+    """C3Net with the authors' weights as TFLite fp32 and fp16 at 128×256: fp16 weights alone cost it
+    about a tenth of its labels (see export/tflite_fallback.py)."""
+    out = tmp_path_factory.mktemp("tflite") / "c3net"
+    return export_model(ExportRequest(
+        model="c3net", targets=["tflite"], precisions=["fp32", "fp16"], input_size=(128, 256),
+        weights=official_weights("c3net"), out=out,
+    ))  # fmt: skip
+
+
+def test_fp16_float_fallback_recovers_the_labels_with_most_weights_still_fp16(c3net_fp16):
+    fallback = {a["precision"]: a for a in c3net_fp16.manifest["artifacts"]}["fp16"]["float_fallback"]
+    assert fallback["agreement_before"] < fallback["goal"] <= fallback["agreement"]
+    assert 0 < fallback["float_ops"] < fallback["quantised_ops"]
+    for runtime in ("litert", "tflite-runtime-noxnn"):
+        result = results_by(c3net_fp16.report)[("fp16", runtime)]
+        assert result.status == "pass", result.reason
+    sizes = {p: (c3net_fp16.folder / f"model_{p}.tflite").stat().st_size for p in ("fp32", "fp16")}
+    assert sizes["fp16"] < 0.85 * sizes["fp32"]
+
+
+def test_keep_float_on_every_quantised_op_gives_the_float_file_back(c3net_fp16, tmp_path):
+    """The rewrite itself is exact: with every fp16 constant replaced by its float32 original, the file
+    computes what the fp32 file computes."""
+    from mobileseg.export import tflite_fallback
+
+    folder = c3net_fp16.folder
+    quantised, reference = (folder / "model_fp16.tflite").read_bytes(), (folder / "model_fp32.tflite").read_bytes()
+    model = tflite_fallback._read(quantised)
+    graph = model.subgraphs[0]
+    every = {graph.tensors[graph.operators[i].outputs[0]].name.decode() for i in tflite_fallback._quantised_inputs(model)}
+    restored = tflite_fallback.keep_float(quantised, reference, every)
+    assert not tflite_fallback._quantised_inputs(tflite_fallback._read(restored))
+    samples = np.random.default_rng(0).random((2, 128, 256, 3), dtype=np.float32)
+    produced, expected = tflite_fallback._outputs(restored, samples), tflite_fallback._outputs(reference, samples)
+    for a, b in zip(produced, expected):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()

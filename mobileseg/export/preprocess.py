@@ -48,7 +48,7 @@ class WithPreprocessing(nn.Module):
             return self.model(image)
         if self.input_format == "centered":
             return self.model(image / self.std)
-        return self.model(F.conv2d(image.float(), self.weight, self.bias))
+        return self.model(F.conv2d(image.to(self.weight.dtype), self.weight, self.bias))
 
 
 def example_input(input_format: str, batch: int, height: int, width: int) -> torch.Tensor:

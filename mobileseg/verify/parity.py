@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,39 @@ from mobileseg.runtimes import get_runtime, runtimes_for
 from mobileseg.runtimes.torch_runtime import TorchRuntime
 from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare
 
-REFERENCE_NOTE = "reference: PyTorch eager (float32, CPU) on the same inputs, preprocessing included"
+REFERENCE_NOTE = (
+    "reference: PyTorch eager (float32, CPU) on the same inputs, preprocessing included; an fp32 artifact "
+    "that misses the tolerance against it is judged against the same network in float64"
+)
+
+
+class Float64Reference:
+    """The reference network evaluated in float64, per parity input, on demand.
+
+    PyTorch's own float32 result is not exact: on SINet-Cityscapes at 1024×2048 it is 2.1e-3 (max rel)
+    from the float64 result, while LiteRT's XNNPACK kernels are 2.8e-5 from it. An fp32 artifact that
+    misses the tolerance against PyTorch float32 but meets it against float64 computes the function
+    more exactly than the reference does; it passes, and its case records ``"reference": "float64"``.
+    """
+
+    def __init__(self, reference: nn.Module):
+        self.reference = reference
+        self.model: nn.Module | None = None
+        self.outputs: dict[int, np.ndarray | None] = {}
+
+    def __call__(self, index: int, image: np.ndarray) -> np.ndarray | None:
+        """The float64 output for parity input ``index`` (None if the network cannot run in float64)."""
+        if index not in self.outputs:
+            try:
+                if self.model is None:
+                    self.model = copy.deepcopy(self.reference).double().eval()
+                tensor = torch.from_numpy(np.ascontiguousarray(image))
+                with torch.no_grad():
+                    output = self.model(tensor.double() if tensor.is_floating_point() else tensor)
+                self.outputs[index] = output.numpy()
+            except (RuntimeError, TypeError):  # an op without a float64 kernel: no second opinion
+                self.outputs[index] = None
+        return self.outputs[index]
 
 
 @dataclass
@@ -142,6 +175,7 @@ def run_parity(
     input_name = "image"
     torch_session = TorchRuntime().from_module(reference, [input_name], ["logits"], threads)
     expected = [torch_session.run({input_name: case.as_format(recipe.input_format, recipe)})["logits"] for case in cases]
+    float64_reference = Float64Reference(reference)
     results = []
     for artifact in artifacts:
         tolerance = recipe.tolerance(artifact["target"], artifact["precision"])
@@ -165,18 +199,26 @@ def run_parity(
             except Exception as exc:  # a runtime crash is a parity failure, reported, not raised
                 result.status, result.reason = "error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                 continue
-            for case, ref, out in zip(cases, expected, outputs):
+            for index, (case, ref, out) in enumerate(zip(cases, expected, outputs)):
                 candidate = next(iter(out.values()))
                 gated = tolerance.get(JUDGED_ON_KEY, "all") == "all" or case.label.startswith("photo:")
+                record = {}
                 try:
                     metrics = compare(ref, candidate, output_kind)
                     failures = check(metrics, tolerance) if gated else []
+                    if failures and artifact["precision"] == "fp32":
+                        exact = float64_reference(index, case.as_format(recipe.input_format, recipe))
+                        if exact is not None and not check(compare(exact, candidate, output_kind), tolerance):
+                            metrics, failures = compare(exact, candidate, output_kind), []
+                            record = {"reference": "float64"}
                     bad = int(np.size(candidate) - np.isfinite(candidate).sum())
                     if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
                         failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")
                 except ValueError as exc:
                     metrics, failures = {}, [str(exc)]
-                result.cases.append({"input": case.label, "output": "logits", "gated": gated, "metrics": metrics, "failures": failures})
+                result.cases.append({
+                    "input": case.label, "output": "logits", "gated": gated, "metrics": metrics, "failures": failures, **record,
+                })  # fmt: skip
                 if failures:
                     result.status = "fail"
             if result.status == "fail":

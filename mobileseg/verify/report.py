@@ -15,6 +15,8 @@ def report_rows(report: ParityReport) -> list[list[str]]:
     for result in report.results:
         worst = result.worst()
         status = result.status.upper() + (f" ({result.reason})" if result.status in ("skipped", "error") else "")
+        if any(case.get("reference") == "float64" for case in result.cases):
+            status += " (vs float64)"
         rows.append(
             [result.target, result.precision, result.runtime, status]
             + [fmt(worst.get(metric)) for metric in COLUMNS[4:]]
@@ -28,7 +30,8 @@ def to_markdown(report: ParityReport) -> str:
         "",
         f"Input format `{report.input_format}`; inputs: {', '.join(report.inputs)}.",
         "Worst value over the inputs each precision is judged on (reduced precisions: the photos); "
-        "reference: PyTorch eager, float32. mil-reference executes the converted Core ML program on Linux "
+        "reference: PyTorch eager, float32 (\"vs float64\": an fp32 artifact closer to the float64 network than "
+        "PyTorch's float32 result is, judged against float64). mil-reference executes the converted Core ML program on Linux "
         "(it checks the converted graph, not Apple's kernels).",
         "",
         "| " + " | ".join(HEADERS) + " |",
