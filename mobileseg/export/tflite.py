@@ -219,8 +219,9 @@ def _run_onnx2tf(
     """onnx2tf's in-memory Keras model of a copy of ``onnx_path``.
 
     onnx2tf is asked to save nothing: its own outputs (a SavedModel, then fp32 and fp16 ``.tflite`` files
-    through ``from_keras_model``, which serialises the model to a SavedModel once more per file) took
-    three quarters of a conversion; `_convert` converts from the model's traced function instead.
+    through ``from_keras_model``, which serialises the model to a SavedModel once more per file) were
+    two thirds of its profiled time; `_convert` converts from the model's traced function instead
+    (c3net's TFLite stage, three precisions: 91 s → 73 s, with identical parity figures).
     """
     import onnx2tf
 

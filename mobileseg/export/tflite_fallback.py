@@ -234,11 +234,12 @@ def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
 
 def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray) -> float:
     """Share of output pixels whose label (argmax over the channel axis, the sign for one channel) is the
-    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``). The channel axis is the
-    one whose size is not a spatial size of the sample (the last one for NHWC outputs)."""
+    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``); NHWC outputs (spatial
+    sizes first) have their channels last, NCHW ones on axis 1."""
     agreeing = total = 0
+    spatial = tuple(samples.shape[2:]) if samples.shape[1] == 3 else tuple(samples.shape[1:3])
     for produced, expected in zip(_outputs(data, samples), expected):
-        axis = _channel_axis(expected.shape, samples.shape)
+        axis = -1 if expected.ndim == 4 and tuple(expected.shape[1:3]) == spatial else 1
         same = _labels(produced, axis) == _labels(expected, axis)
         agreeing, total = agreeing + int(same.sum()), total + same.size
     return agreeing / total
@@ -254,13 +255,6 @@ def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
         interpreter.invoke()
         values.append(interpreter.get_tensor(model_output["index"]).copy())
     return values
-
-
-def _channel_axis(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> int:
-    if len(shape) != 4:
-        return -1
-    spatial = set(sample_shape[1:])
-    return -1 if shape[1] in spatial and shape[3] not in spatial else (1 if shape[3] in spatial else -1)
 
 
 def _labels(output: np.ndarray, axis: int) -> np.ndarray:
