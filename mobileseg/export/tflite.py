@@ -145,7 +145,8 @@ def export_tflite(
     options.validate(input_format)
     batch, (height, width) = expected_output[0], calibration.shape[2:]
     sample = np.resize(calibration, (batch, *calibration.shape[1:])).transpose(0, 2, 3, 1)
-    static_shape = (batch, 3, height, width) if options.keep_nchw else (batch, height, width, 3)
+    channels = calibration.shape[1]
+    static_shape = (batch, channels, height, width) if options.keep_nchw else (batch, height, width, channels)
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
