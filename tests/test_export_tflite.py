@@ -217,11 +217,11 @@ def test_keep_float_on_every_quantised_op_gives_the_float_file_back(c3net_fp16, 
 
     folder = c3net_fp16.folder
     quantised, reference = (folder / "model_fp16.tflite").read_bytes(), (folder / "model_fp32.tflite").read_bytes()
-    model = tflite_fallback._read(quantised)
+    model = tflite_fallback.read_model(quantised)
     graph = model.subgraphs[0]
     every = {graph.tensors[graph.operators[i].outputs[0]].name.decode() for i in tflite_fallback._quantised_inputs(model)}
     restored = tflite_fallback.keep_float(quantised, reference, every)
-    assert not tflite_fallback._quantised_inputs(tflite_fallback._read(restored))
+    assert not tflite_fallback._quantised_inputs(tflite_fallback.read_model(restored))
     samples = np.random.default_rng(0).random((2, 128, 256, 3), dtype=np.float32)
     produced, expected = tflite_fallback._outputs(restored, samples), tflite_fallback._outputs(reference, samples)
     for a, b in zip(produced, expected):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
-from mobileseg.export.tflite_fallback import with_float_fallback
+from mobileseg.export.tflite_fallback import read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import to_model_layout, to_nchw
 
@@ -325,9 +325,8 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
     The model's input and output keep their observed ranges.
     """
     from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    model = read_model(calibrated)
     graph = model.subgraphs[0]
     ranged = [
         index for index, tensor in enumerate(graph.tensors)
@@ -357,7 +356,7 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
         low, high = _least_error_range(np.concatenate(values[index]), float(quantization.min[0]), float(quantization.max[0]))
         quantization.min = np.array([low], dtype=np.float32)
         quantization.max = np.array([high], dtype=np.float32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return write_model(model)
 
 
 def _least_error_range(values: np.ndarray, low: float, high: float, steps: int = 32) -> tuple[float, float]:

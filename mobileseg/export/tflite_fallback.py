@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mobileseg.runtimes.tflite import to_nchw
+from mobileseg.verify.metrics import labels
+
 FLOAT32, FLOAT16, INT8 = 0, 1, 9  # tflite TensorType values
 
 
@@ -33,13 +36,15 @@ class OpError:
     error: float  # worst channel: RMS error / channel standard deviation
 
 
-def _read(data: bytes):
+def read_model(data: bytes):
+    """A ``.tflite`` file as the flatbuffer schema's mutable object model."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
 
 
-def _write(model) -> bytes:
+def write_model(model) -> bytes:
+    """The object model serialised back to ``.tflite`` bytes."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
@@ -56,14 +61,20 @@ def _is_constant(model, tensor) -> bool:
     return data is not None and len(data) > 0
 
 
+def _dequantized_constants(model) -> dict[int, int]:
+    """Output tensor → operator index of every DEQUANTIZE op that reads a constant (an fp16 weight)."""
+    graph = model.subgraphs[0]
+    return {
+        op.outputs[0]: index for index, op in enumerate(graph.operators)
+        if _op_name(model, op) == "DEQUANTIZE" and _is_constant(model, graph.tensors[op.inputs[0]])
+    }  # fmt: skip
+
+
 def _quantised_inputs(model) -> dict[int, list[int]]:
     """Per operator, the input positions that read a quantised constant: an fp16 constant through a
     DEQUANTIZE op, or an int8 constant feeding a float op (a dynamic-range "hybrid" kernel)."""
     graph = model.subgraphs[0]
-    dequantized = {
-        op.outputs[0] for op in graph.operators
-        if _op_name(model, op) == "DEQUANTIZE" and _is_constant(model, graph.tensors[op.inputs[0]])
-    }  # fmt: skip
+    dequantized = _dequantized_constants(model)
     found = {}
     for index, op in enumerate(graph.operators):
         if _op_name(model, op) == "DEQUANTIZE":
@@ -102,18 +113,15 @@ def _isolated(model, ops: list[int]) -> tuple[bytes, dict[str, str]]:
 
     model = copy.deepcopy(model)
     graph = model.subgraphs[0]
-    producer = {out: index for index, op in enumerate(graph.operators) for out in op.outputs}
+    dequantized = _dequantized_constants(model)
     keep, inputs, outputs, feeds = set(ops), [], [], {}
     for index in ops:
         op = graph.operators[index]
         for position, i in enumerate(op.inputs):
             if i < 0 or _is_constant(model, graph.tensors[i]):
                 continue
-            source = producer.get(i)
-            if source is not None and _op_name(model, graph.operators[source]) == "DEQUANTIZE" and _is_constant(
-                model, graph.tensors[graph.operators[source].inputs[0]]
-            ):
-                keep.add(source)
+            if i in dequantized:
+                keep.add(dequantized[i])
                 continue
             fed = copy.deepcopy(graph.tensors[i])
             fed.name = b"%d:%d" % (index, position)
@@ -124,7 +132,7 @@ def _isolated(model, ops: list[int]) -> tuple[bytes, dict[str, str]]:
         outputs += [o for o in op.outputs if o not in outputs]
     graph.operators = [op for index, op in enumerate(graph.operators) if index in keep]
     graph.inputs, graph.outputs, model.signatureDefs = inputs, outputs, []
-    return _write(model), feeds
+    return write_model(model), feeds
 
 
 def _channel_stats(reference: np.ndarray, produced: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -140,7 +148,7 @@ def _channel_stats(reference: np.ndarray, produced: np.ndarray) -> tuple[np.ndar
 def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget_bytes: int = 1 << 29) -> list[OpError]:
     """The local error of every op of ``quantized`` that reads a quantised constant, on ``samples``
     (in the model's input layout), against the float file ``reference`` it was converted alongside."""
-    model = _read(quantized)
+    model = read_model(quantized)
     graph = model.subgraphs[0]
     candidates = _quantised_inputs(model)
     if not candidates:
@@ -192,7 +200,7 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
 def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
     """``quantized`` with float32 weights (from ``reference``) for the ops whose output tensor is named in
     ``outputs``: fp16 constants lose their DEQUANTIZE op, int8 constants become float32 tensors."""
-    model, float_model = _read(quantized), _read(reference)
+    model, float_model = read_model(quantized), read_model(reference)
     graph, float_graph = model.subgraphs[0], float_model.subgraphs[0]
     float_ops = {float_graph.tensors[op.outputs[0]].name: op for op in float_graph.operators}
     quantised = _quantised_inputs(model)
@@ -229,7 +237,7 @@ def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
     for tensor in graph.tensors:
         if tensor.buffer not in used_buffers and _is_constant(model, tensor):
             model.buffers[tensor.buffer].data = None
-    return _write(model)
+    return write_model(model)
 
 
 def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray) -> float:
@@ -240,7 +248,8 @@ def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray
     spatial = tuple(samples.shape[2:]) if samples.shape[1] == 3 else tuple(samples.shape[1:3])
     for produced, expected in zip(_outputs(data, samples), expected):
         axis = -1 if expected.ndim == 4 and tuple(expected.shape[1:3]) == spatial else 1
-        same = _labels(produced, axis) == _labels(expected, axis)
+        layout = "NHWC" if axis == -1 else "NCHW"
+        same = labels(to_nchw(produced, layout), "") == labels(to_nchw(expected, layout), "")
         agreeing, total = agreeing + int(same.sum()), total + same.size
     return agreeing / total
 
@@ -256,9 +265,6 @@ def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
         values.append(interpreter.get_tensor(model_output["index"]).copy())
     return values
 
-
-def _labels(output: np.ndarray, axis: int) -> np.ndarray:
-    return (output > 0).squeeze(axis) if output.shape[axis] == 1 else output.argmax(axis)
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,7 @@ def with_float_fallback(
     either, the remaining candidates go float in network order, the shortest sufficient prefix found by
     bisection: errors of well-conditioned early layers are what the amplifying layers downstream enlarge.
     """
-    model = _read(quantized)
+    model = read_model(quantized)
     graph = model.subgraphs[0]
     candidates = sorted(_quantised_inputs(model))
     output_of = {index: graph.tensors[graph.operators[index].outputs[0]].name.decode() for index in candidates}

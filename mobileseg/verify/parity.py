@@ -208,8 +208,9 @@ def run_parity(
                     failures = check(metrics, tolerance) if gated else []
                     if failures and artifact["precision"] == "fp32":
                         exact = float64_reference(index, case.as_format(recipe.input_format, recipe))
-                        if exact is not None and not check(compare(exact, candidate, output_kind), tolerance):
-                            metrics, failures = compare(exact, candidate, output_kind), []
+                        exact_metrics = compare(exact, candidate, output_kind) if exact is not None else None
+                        if exact_metrics is not None and not check(exact_metrics, tolerance):
+                            metrics, failures = exact_metrics, []
                             record = {"reference": "float64"}
                     bad = int(np.size(candidate) - np.isfinite(candidate).sum())
                     if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
