@@ -25,7 +25,7 @@ KNOWN_TARGETS = ("onnx", "coreml", "tflite")
 TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("fp32", "fp16", "dynamic", "int8")}
 TARGET_OPTIONS = {
     "onnx": {"precisions", "opset", "exporter", "simplify"},
-    "coreml": {"precisions", "input_type", "minimum_deployment_target", "source"},
+    "coreml": {"precisions", "input_type", "minimum_deployment_target", "source", "float_fallback"},
     "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback"},
 }
 

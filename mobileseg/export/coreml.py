@@ -20,8 +20,9 @@ import io
 import json
 import logging
 import re
+import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,11 @@ import torch
 from torch import nn
 
 from mobileseg.errors import ExportError
-from mobileseg.export.preprocess import WithPreprocessing
-from mobileseg.runtimes.coreml_support import coremltools_log, import_coremltools
+from mobileseg.export import coreml_fallback
+from mobileseg.export.coreml_fallback import mil_name
+from mobileseg.export.preprocess import WithPreprocessing, format_input
+from mobileseg.runtimes.coreml_support import coreml_input_array, coremltools_log, import_coremltools
+from mobileseg.runtimes.mil_reference import MilProgram, load_program
 from mobileseg.zoo import Normalization
 
 PRECISIONS = ("fp16", "fp32")
@@ -45,6 +49,7 @@ class CoreMLOptions:
     input_type: str = "tensor"
     minimum_deployment_target: str = "iOS16"
     source: str = "trace"
+    float_fallback: bool = True  # fp16: keep in fp32 the ops fp16 arithmetic wrecks (export/coreml_fallback.py)
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -83,10 +88,18 @@ class CoreMLModelInfo:
 
 
 def export_coreml(
-    model: nn.Module, shape: tuple[int, int, int, int], folder: Path, options: CoreMLOptions, info: CoreMLModelInfo
+    model: nn.Module,
+    shape: tuple[int, int, int, int],
+    folder: Path,
+    options: CoreMLOptions,
+    info: CoreMLModelInfo,
+    calibration: np.ndarray | None = None,
 ) -> list[dict]:
     """Convert ``model`` (the bare zoo network, NCHW ``shape``) once per precision into ``folder``;
-    returns one manifest entry per written ``.mlpackage``."""
+    returns one manifest entry per written ``.mlpackage``.
+
+    ``calibration`` (NCHW RGB in [0, 1], the model's size) enables the fp16 float fallback: its first
+    pictures choose the ops kept in fp32 (see `coreml_fallback`)."""
     options.validate(info.input_format)
     ct = import_coremltools()
     norm = info.normalization
@@ -108,23 +121,48 @@ def export_coreml(
         input_spec = {"name": "image", "kind": "tensor", "shape": list(shape), "dtype": "float32", "layout": "NCHW",
                       "format": info.input_format}  # fmt: skip
     source = _source(wrapped, shape, options.source)
-    entries = []
-    for precision in options.precisions:
-        file = f"model_{precision}.mlpackage"
-        mlmodel = _convert(ct, source, [coreml_input], ["logits"], precision, options, info.name)
-        _describe(mlmodel, info, options, precision)
-        try:
-            mlmodel.save(str(folder / file))
-        except Exception as exc:
-            raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
-        spec = mlmodel.get_spec()
-        entries.append({
-            "target": "coreml", "precision": precision, "file": file,
-            "format": "mlprogram", "specification_version": spec.specificationVersion,
-            "io": {"input": input_spec, "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}},
-            "options": options.to_dict(),
-        })  # fmt: skip
-    return entries
+    fallback_feeds = None
+    if options.float_fallback and "fp16" in options.precisions and calibration is not None:
+        pictures = format_input(calibration[: coreml_fallback.SAMPLES], "pixels" if options.input_type == "image" else info.input_format, norm)
+        fallback_feeds = [{"image": coreml_input_array(picture[None], input_spec)} for picture in pictures]
+    entries, float_program = {}, None
+    with tempfile.TemporaryDirectory(prefix="mobileseg-coreml-") as scratch:
+        for precision in sorted(options.precisions, key=lambda p: p != "fp32"):  # fp32 first: the fallback reads it
+            file = f"model_{precision}.mlpackage"
+            fallback = None
+            if precision == "fp16" and fallback_feeds is not None:
+                if float_program is None:
+                    float_program = _saved_program(_convert(ct, source, [coreml_input], ["logits"], "fp32", options, info.name), Path(scratch))
+                fallback, expected = coreml_fallback.choose_fp32_ops(float_program, fallback_feeds)
+            mlmodel = _convert(
+                ct, source, [coreml_input], ["logits"], precision, options, info.name, fallback.float_ops if fallback else ()
+            )  # fmt: skip
+            _describe(mlmodel, info, options, precision)
+            try:
+                mlmodel.save(str(folder / file))
+            except Exception as exc:
+                raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
+            if precision == "fp32" and fallback_feeds is not None:
+                float_program = MilProgram(load_program(folder / file)[0])
+            spec = mlmodel.get_spec()
+            entries[precision] = {
+                "target": "coreml", "precision": precision, "file": file,
+                "format": "mlprogram", "specification_version": spec.specificationVersion,
+                "io": {"input": input_spec, "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}},
+                "options": options.to_dict(),
+            }  # fmt: skip
+            if fallback is not None:
+                written = MilProgram(load_program(folder / file)[0])
+                measured = coreml_fallback.label_agreement(written, fallback_feeds, expected)
+                entries[precision]["float_fallback"] = replace(fallback, agreement=measured).to_dict()
+    return [entries[p] for p in options.precisions]
+
+
+def _saved_program(mlmodel, folder: Path):
+    """The MIL program of ``mlmodel`` as the executor reads it: saved to ``folder`` and loaded back."""
+    path = folder / "float.mlpackage"
+    mlmodel.save(str(path))
+    return MilProgram(load_program(path)[0])
 
 
 def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
@@ -137,8 +175,23 @@ def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
         return torch.jit.trace(wrapped, example)
 
 
-def _convert(ct, source, coreml_inputs: list, output_names: list[str], precision: str, options: CoreMLOptions, model_name: str):
+def _convert(
+    ct,
+    source,
+    coreml_inputs: list,
+    output_names: list[str],
+    precision: str,
+    options: CoreMLOptions,
+    model_name: str,
+    fp32_ops: tuple[str, ...] = (),
+):
+    """``fp32_ops``: in an fp16 conversion, the ops (by their name in the saved program) kept in fp32."""
     messages: list[str] = []
+    if precision == "fp16" and fp32_ops:
+        kept = frozenset(fp32_ops)
+        compute_precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: mil_name(op.name) not in kept)
+    else:
+        compute_precision = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     try:
         with coremltools_log(logging.ERROR) as messages, contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stderr redirect hides the converter's per-pass progress bars
@@ -147,7 +200,7 @@ def _convert(ct, source, coreml_inputs: list, output_names: list[str], precision
                 inputs=coreml_inputs,
                 outputs=[ct.TensorType(name=name) for name in output_names],
                 convert_to="mlprogram",
-                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                compute_precision=compute_precision,
                 minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),
             )
     except Exception as exc:

@@ -21,6 +21,7 @@ from mobileseg.errors import CheckpointError, MobilesegError, RecipeError
 from mobileseg.export.artifact import (
     MANIFEST, check_destination, check_hashes, read_manifest, staging_folder, tool_versions, write_json, write_manifest,
 )  # fmt: skip
+from mobileseg.export import coreml_fallback
 from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml
 from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
 from mobileseg.export.onnx import OnnxOptions, export_onnx
@@ -262,20 +263,23 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                            "output": {"name": "logits", "layout": "NCHW"}},
                     "options": options.to_dict(),
                 })  # fmt: skip
+        if coreml_options or tflite_options:
+            # Pictures kept apart from parity: TFLite's int8 ranges, both float fallbacks' op choices.
+            calibration_rgb01 = calibration_images(
+                tflite_options.calibration_samples if tflite_options else coreml_fallback.SAMPLES, *recipe.input_size,
+                exclude=recipe.parity_photos, seed=recipe.seed,
+                folder=(target_options.get("tflite") or {}).get("calibration"),
+            ).transpose(0, 3, 1, 2)  # fmt: skip
         if coreml_options:
             say("converting to Core ML")
             started = time.perf_counter()
-            artifacts += export_coreml(reference.model, shape, staging, coreml_options, _coreml_info(recipe))
+            artifacts += export_coreml(reference.model, shape, staging, coreml_options, _coreml_info(recipe), calibration_rgb01)
             notes += coremltools_notes()
             timings["coreml"] = time.perf_counter() - started
         if tflite_options:
             say("converting to TFLite (onnx2tf)")
             started = time.perf_counter()
-            calibration = calibration_images(
-                tflite_options.calibration_samples, *recipe.input_size, exclude=recipe.parity_photos,
-                seed=recipe.seed, folder=target_options["tflite"].get("calibration"),
-            )  # fmt: skip
-            calibration = format_input(calibration.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
+            calibration = format_input(calibration_rgb01, recipe.input_format, recipe.normalization)
             output_shape = spec.output_shape(*recipe.input_size, batch=recipe.batch)
             float_precisions = tuple(p for p in tflite_options.precisions if p != "int8")
             tflite_artifacts = []
@@ -354,6 +358,7 @@ def _coreml_options(options: dict) -> CoreMLOptions:
         input_type=str(options.get("input_type", CoreMLOptions.input_type)),
         minimum_deployment_target=str(options.get("minimum_deployment_target", CoreMLOptions.minimum_deployment_target)),
         source=str(options.get("source", CoreMLOptions.source)),
+        float_fallback=bool(options.get("float_fallback", CoreMLOptions.float_fallback)),
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mobileseg.export.fallback import ChannelErrors, Fallback, shortest_prefix
 from mobileseg.runtimes.tflite import to_nchw
 from mobileseg.verify.metrics import labels
 
@@ -135,16 +136,6 @@ def _isolated(model, ops: list[int]) -> tuple[bytes, dict[str, str]]:
     return write_model(model), feeds
 
 
-def _channel_stats(reference: np.ndarray, produced: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per channel (last axis of a 4-D NHWC tensor, else one channel): count, sum, sum of squares of the
-    reference and sum of squared errors."""
-    ref = reference.astype(np.float64)
-    diff = produced.astype(np.float64) - ref
-    ref = ref.reshape(-1, ref.shape[-1]) if ref.ndim == 4 else ref.reshape(-1, 1)
-    diff = diff.reshape(ref.shape)
-    return np.full(ref.shape[1], ref.shape[0], np.float64), ref.sum(0), (ref**2).sum(0), (diff**2).sum(0)
-
-
 def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget_bytes: int = 1 << 29) -> list[OpError]:
     """The local error of every op of ``quantized`` that reads a quantised constant, on ``samples``
     (in the model's input layout), against the float file ``reference`` it was converted alongside."""
@@ -165,7 +156,7 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
         size += nbytes
     chunks.append(current)
     names = [t.name.decode() for t in graph.tensors]
-    stats: dict[int, list[np.ndarray]] = {}
+    stats = ChannelErrors()
     float_interpreter = _interpreter(reference, keep_all=True)
     float_tensors = {d["name"]: d["index"] for d in float_interpreter.get_tensor_details()}
     (float_input,) = float_interpreter.get_input_details()
@@ -183,17 +174,13 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
                 output = names[graph.operators[index].outputs[0]]
                 if output not in float_tensors:
                     continue
-                parts = _channel_stats(float_interpreter.get_tensor(float_tensors[output]), interpreter.get_tensor(by_name[output]))
-                stats[index] = [a + b for a, b in zip(stats[index], parts)] if index in stats else list(parts)
+                reference_tensor = float_interpreter.get_tensor(float_tensors[output])
+                stats.add(index, reference_tensor, interpreter.get_tensor(by_name[output]), -1 if reference_tensor.ndim == 4 else None)
             del interpreter
     errors = []
-    for index, (count, total, squares, squared_error) in stats.items():
-        mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-        rms = np.sqrt(squares.sum() / count.sum())
-        relative = np.sqrt(squared_error / count) / np.maximum(std, 1e-3 * rms + 1e-30)
+    for index, error in stats.relative().items():
         op = graph.operators[index]
-        errors.append(OpError(index, _op_name(model, op), names[op.outputs[0]], float(relative.max())))
+        errors.append(OpError(index, _op_name(model, op), names[op.outputs[0]], error))
     return errors
 
 
@@ -266,27 +253,6 @@ def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
     return values
 
 
-
-@dataclass(frozen=True)
-class Fallback:
-    """What `with_float_fallback` did: label agreement with the float file before and after, and the ops
-    given float32 weights (by output tensor name)."""
-
-    goal: float
-    agreement_before: float
-    agreement: float
-    float_ops: tuple[str, ...]
-    candidates: int  # ops reading quantised constants
-    forced: tuple[str, ...] = ()  # op types always kept float (compatibility)
-
-    def to_dict(self) -> dict:
-        return {
-            "goal": self.goal, "agreement_before": round(self.agreement_before, 6), "agreement": round(self.agreement, 6),
-            "float_ops": len(self.float_ops), "quantised_ops": self.candidates - len(self.float_ops),
-            "forced_float_op_types": list(self.forced),
-        }  # fmt: skip
-
-
 def with_float_fallback(
     quantized: bytes, reference: bytes, samples: np.ndarray, goal: float, local_limit: float, forced: tuple[str, ...] = ()
 ) -> tuple[bytes, Fallback]:
@@ -317,17 +283,8 @@ def with_float_fallback(
         agreement = label_agreement(data, expected, samples)
     if agreement < goal:
         rest = [output_of[i] for i in candidates if output_of[i] not in keep]
-        low, high, best = 0, len(rest), None
-        while low < high:
-            middle = (low + high) // 2
-            trial = build(keep | set(rest[:middle]))
-            score = label_agreement(trial, expected, samples)
-            if score >= goal:
-                high, best = middle, (trial, score)
-            else:
-                low = middle + 1
-        if best is None:
-            best = (build(keep | set(rest)), 1.0)
-        keep |= set(rest[:high])
-        data, agreement = best
+        count, score = shortest_prefix(rest, lambda prefix: label_agreement(build(keep | set(prefix)), expected, samples), goal)
+        keep |= set(rest[:count])
+        data = build(keep)
+        agreement = score if score is not None else label_agreement(data, expected, samples)
     return data, Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates), forced)

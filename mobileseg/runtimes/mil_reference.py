@@ -13,7 +13,7 @@ CPU, GPU and Neural Engine may round differently, and only ``MLModel.predict`` o
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,23 @@ def load_program(path: Path):
     return load_milproto(spec, spec.specificationVersion, model.weights_dir), spec
 
 
+def to_fp16(value):
+    """``value`` rounded to float16 and back (tensors, float arrays and python floats; anything else as is):
+    what a cast to fp16 does to an op's input or output."""
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float16).float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_fp16(v) for v in value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(np.float16).astype(np.float32)
+    if isinstance(value, (float, np.floating)):
+        return float(np.float16(value))
+    return value
+
+
+Observer = Callable[[object, dict, tuple], None]
+
+
 def _is_fp16(var) -> bool:
     from coremltools.converters.mil.mil import types
 
@@ -71,7 +88,15 @@ class MilProgram:
         for op in self.function.operations:
             self.op_counts[op.op_type] = self.op_counts.get(op.op_type, 0) + 1
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: Mapping[str, np.ndarray], half: Collection[str] = (), observe: Observer | None = None
+    ) -> dict[str, np.ndarray]:
+        """The program's outputs for named numpy ``inputs``.
+
+        ``half`` names ops of a float32 program to run as an fp16 program would (float inputs, constants
+        included, and outputs rounded to float16); ``observe(op, arguments, results)`` is called after every
+        op with its resolved inputs and its outputs (before any rounding of the outputs).
+        """
         values: dict[str, object] = {}
         for name, var in self.function.inputs.items():
             tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
@@ -89,15 +114,18 @@ class MilProgram:
                         arguments[key] = [self._value(v, values) for v in var]
                     else:
                         arguments[key] = self._value(var, values)
+                in_half = op.name in half
+                if in_half:
+                    arguments = {key: to_fp16(value) for key, value in arguments.items()}
                 try:
                     result = KERNELS[op.op_type](**arguments)
                 except Exception as exc:
                     raise ExportError(f"MIL op {op.op_type} ({op.name}) failed in the reference executor: {exc}") from exc
                 results = result if isinstance(result, tuple) else (result,)
+                if observe is not None:
+                    observe(op, arguments, results)
                 for var, value in zip(op.outputs, results):
-                    if _is_fp16(var) and isinstance(value, torch.Tensor) and value.is_floating_point():
-                        value = value.to(torch.float16).float()
-                    values[var.name] = value
+                    values[var.name] = to_fp16(value) if in_half or _is_fp16(var) else value
         outputs = {}
         for var in self.function.outputs:
             value = values[var.name]

@@ -1,0 +1,82 @@
+"""What the TFLite and Core ML float fallbacks share: the local error of an op, the prefix search, the record.
+
+Both fallbacks answer the same question for a reduced-precision artifact: which ops must compute in (or
+read weights in) float32 so that the label map agrees with the float32 artifact on calibration pictures?
+Both measure each candidate op's *local* error first (the op run on the float artifact's exact inputs,
+its output compared with the float op's, channel by channel, relative to each channel's spread), send
+the ops past a limit to float32 at once, and then, if the goal is still missed, find the shortest
+network-order prefix of the remaining candidates that reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ChannelErrors:
+    """Per key (an op), running per-channel statistics of a reference tensor and of the error of a
+    produced one; `relative` gives each key's worst channel: RMS error / the channel's standard deviation."""
+
+    def __init__(self) -> None:
+        self._sums: dict[Hashable, list[np.ndarray]] = {}
+
+    def add(self, key: Hashable, reference: np.ndarray, produced: np.ndarray, channel_axis: int | None) -> None:
+        """Accumulate one pair of tensors; ``channel_axis`` None treats the tensor as a single channel."""
+        ref = np.asarray(reference, dtype=np.float64)
+        diff = np.asarray(produced, dtype=np.float64) - ref
+        if channel_axis is None:
+            ref, diff = ref.reshape(-1, 1), diff.reshape(-1, 1)
+        else:
+            ref = np.moveaxis(ref, channel_axis, -1).reshape(-1, ref.shape[channel_axis])
+            diff = np.moveaxis(diff, channel_axis, -1).reshape(ref.shape)
+        parts = [np.full(ref.shape[1], ref.shape[0], np.float64), ref.sum(0), (ref**2).sum(0), (diff**2).sum(0)]
+        previous = self._sums.get(key)
+        self._sums[key] = parts if previous is None else [a + b for a, b in zip(previous, parts)]
+
+    def relative(self) -> dict[Hashable, float]:
+        errors = {}
+        for key, (count, total, squares, squared_error) in self._sums.items():
+            mean = total / count
+            std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+            rms = np.sqrt(squares.sum() / count.sum())
+            # A constant channel is judged against a thousandth of the tensor's RMS instead of its zero spread.
+            relative = np.sqrt(squared_error / count) / np.maximum(std, 1e-3 * rms + 1e-30)
+            errors[key] = float(np.nan_to_num(relative, nan=np.inf).max())
+        return errors
+
+
+def shortest_prefix(items: Sequence, score: Callable[[Sequence], float], goal: float) -> tuple[int, float | None]:
+    """The smallest ``n`` for which ``score(items[:n]) >= goal``, found by bisection (the score is taken to
+    grow with ``n``), and that score; ``(len(items), None)`` if not even all items reach the goal."""
+    low, high, best = 0, len(items), None
+    while low < high:
+        middle = (low + high) // 2
+        value = score(items[:middle])
+        if value >= goal:
+            high, best = middle, value
+        else:
+            low = middle + 1
+    return high, best
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What a float fallback did: label agreement with the float32 artifact before and after, and the ops
+    kept in float32 (by name)."""
+
+    goal: float
+    agreement_before: float
+    agreement: float
+    float_ops: tuple[str, ...]
+    candidates: int  # ops that could have been reduced
+    forced: tuple[str, ...] = ()  # op types always kept float (compatibility)
+
+    def to_dict(self) -> dict:
+        return {
+            "goal": self.goal, "agreement_before": round(self.agreement_before, 6), "agreement": round(self.agreement, 6),
+            "float_ops": len(self.float_ops), "quantised_ops": self.candidates - len(self.float_ops),
+            "forced_float_op_types": list(self.forced),
+        }  # fmt: skip
