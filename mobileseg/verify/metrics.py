@@ -96,6 +96,20 @@ def check(metrics: dict[str, float], tolerance: dict[str, float]) -> list[str]:
     return failures
 
 
+def widened(tolerance: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """``tolerance`` with each bound widened to ``floor``'s value where that is worse: the bounds an artifact
+    meets when it is no further from a reference than ``floor`` (another result's metrics) is."""
+    result = dict(tolerance)
+    for key, bound in tolerance.items():
+        if key == JUDGED_ON_KEY or TOLERANCE_KEYS[key][0] not in floor:
+            continue
+        metric, op = TOLERANCE_KEYS[key]
+        value = floor[metric]
+        if not (isinstance(value, float) and math.isnan(value)):
+            result[key] = max(bound, value) if op == "<=" else min(bound, value)
+    return result
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"

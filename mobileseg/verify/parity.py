@@ -16,11 +16,12 @@ from mobileseg.images import photo, quantize_pixels, random_image, resize_rgb01
 from mobileseg.recipes import Recipe
 from mobileseg.runtimes import get_runtime, runtimes_for
 from mobileseg.runtimes.torch_runtime import TorchRuntime
-from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare
+from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, widened
 
 REFERENCE_NOTE = (
     "reference: PyTorch eager (float32, CPU) on the same inputs, preprocessing included; an fp32 artifact "
-    "that misses the tolerance against it is judged against the same network in float64"
+    "that misses the tolerance against it is judged against the same network in float64, with the tolerance "
+    "widened to PyTorch float32's own error there"
 )
 
 
@@ -31,6 +32,11 @@ class Float64Reference:
     from the float64 result, while LiteRT's XNNPACK kernels are 2.8e-5 from it. An fp32 artifact that
     misses the tolerance against PyTorch float32 but meets it against float64 computes the function
     more exactly than the reference does; it passes, and its case records ``"reference": "float64"``.
+
+    The tolerance against float64 is widened to PyTorch float32's own metrics against float64 on the
+    same input (its ``"float32_floor"``): an artifact no further from the exact result than the reference
+    is, is as exact as float32 allows on that network. On well-conditioned networks the floor is ~1e-6 and
+    changes nothing; on SINet-Cityscapes tflite-runtime's XNNPACK is 3.7e-4 from float64 (PyTorch: 2.1e-3).
     """
 
     def __init__(self, reference: nn.Module):
@@ -208,10 +214,12 @@ def run_parity(
                     failures = check(metrics, tolerance) if gated else []
                     if failures and artifact["precision"] == "fp32":
                         exact = float64_reference(index, case.as_format(recipe.input_format, recipe))
-                        exact_metrics = compare(exact, candidate, output_kind) if exact is not None else None
-                        if exact_metrics is not None and not check(exact_metrics, tolerance):
-                            metrics, failures = exact_metrics, []
-                            record = {"reference": "float64"}
+                        if exact is not None:
+                            floor = compare(exact, ref, output_kind)
+                            exact_metrics = compare(exact, candidate, output_kind)
+                            if not check(exact_metrics, widened(tolerance, floor)):
+                                metrics, failures = exact_metrics, []
+                                record = {"reference": "float64", "float32_floor": _json_safe(floor)}
                     bad = int(np.size(candidate) - np.isfinite(candidate).sum())
                     if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
                         failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")

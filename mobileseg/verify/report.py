@@ -30,8 +30,8 @@ def to_markdown(report: ParityReport) -> str:
         "",
         f"Input format `{report.input_format}`; inputs: {', '.join(report.inputs)}.",
         "Worst value over the inputs each precision is judged on (reduced precisions: the photos); "
-        "reference: PyTorch eager, float32 (\"vs float64\": an fp32 artifact closer to the float64 network than "
-        "PyTorch's float32 result is, judged against float64). mil-reference executes the converted Core ML program on Linux "
+        "reference: PyTorch eager, float32 (\"vs float64\": an fp32 artifact that misses the tolerance against it, "
+        "judged against the float64 network with each bound widened to PyTorch float32's own error there). mil-reference executes the converted Core ML program on Linux "
         "(it checks the converted graph, not Apple's kernels).",
         "",
         "| " + " | ".join(HEADERS) + " |",
