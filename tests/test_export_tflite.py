@@ -226,3 +226,22 @@ def test_keep_float_on_every_quantised_op_gives_the_float_file_back(c3net_fp16, 
     produced, expected = tflite_fallback._outputs(restored, samples), tflite_fallback._outputs(reference, samples)
     for a, b in zip(produced, expected):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+def test_fallback_reads_labels_on_the_channel_axis_of_a_half_resolution_nhwc_output(tmp_path):
+    """SINet-Cityscapes returns logits at half the input size, NHWC: the fallback's label agreement must
+    take the argmax over the 19 classes (found from the logits' shape, not the input's)."""
+    from mobileseg.export import tflite_fallback
+
+    result = export_model(ExportRequest(
+        model="sinet-cityscapes", targets=["tflite"], precisions=["fp32", "fp16"], input_size=(128, 256),
+        weights=official_weights("sinet-cityscapes"), out=tmp_path / "sinet-cityscapes",
+    ))  # fmt: skip
+    reference = (result.folder / "model_fp32.tflite").read_bytes()
+    quantised = (result.folder / "model_fp16.tflite").read_bytes()
+    samples = np.random.default_rng(0).random((2, 128, 256, 3), dtype=np.float32)
+    expected, produced = tflite_fallback._outputs(reference, samples), tflite_fallback._outputs(quantised, samples)
+    assert expected[0].shape == (1, 64, 128, 19)
+    independent = np.mean([(a.argmax(-1) == b.argmax(-1)).mean() for a, b in zip(expected, produced)])
+    _, fallback = tflite_fallback.with_float_fallback(quantised, reference, samples, (1, 19, 64, 128), goal=0.0, local_limit=1.0)
+    assert fallback.agreement_before == pytest.approx(independent, abs=1e-9)

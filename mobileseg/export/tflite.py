@@ -177,7 +177,7 @@ def export_tflite(
                     if options.float_fallback and precision in FALLBACK_GOALS:
                         float_file = float_file or _convert(function, keras_model, "fp32")
                         goal, local_limit, forced = FALLBACK_GOALS[precision]
-                        data, fallback = with_float_fallback(data, float_file, samples, goal, local_limit, forced)
+                        data, fallback = with_float_fallback(data, float_file, samples, expected_output, goal, local_limit, forced)
             except Exception as exc:
                 raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
             target.write_bytes(data)

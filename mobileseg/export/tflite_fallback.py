@@ -227,15 +227,11 @@ def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
     return write_model(model)
 
 
-def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray) -> float:
+def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray, layout: str) -> float:
     """Share of output pixels whose label (argmax over the channel axis, the sign for one channel) is the
-    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``); NHWC outputs (spatial
-    sizes first) have their channels last, NCHW ones on axis 1."""
+    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``), outputs in ``layout``."""
     agreeing = total = 0
-    spatial = tuple(samples.shape[2:]) if samples.shape[1] == 3 else tuple(samples.shape[1:3])
     for produced, expected in zip(_outputs(data, samples), expected):
-        axis = -1 if expected.ndim == 4 and tuple(expected.shape[1:3]) == spatial else 1
-        layout = "NHWC" if axis == -1 else "NCHW"
         same = labels(to_nchw(produced, layout), "") == labels(to_nchw(expected, layout), "")
         agreeing, total = agreeing + int(same.sum()), total + same.size
     return agreeing / total
@@ -254,10 +250,17 @@ def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
 
 
 def with_float_fallback(
-    quantized: bytes, reference: bytes, samples: np.ndarray, goal: float, local_limit: float, forced: tuple[str, ...] = ()
+    quantized: bytes,
+    reference: bytes,
+    samples: np.ndarray,
+    output_nchw: tuple[int, ...],
+    goal: float,
+    local_limit: float,
+    forced: tuple[str, ...] = (),
 ) -> tuple[bytes, Fallback]:
     """``quantized`` with the fewest float32-weight ops found that bring its label agreement with the float
-    file ``reference`` on ``samples`` to ``goal``.
+    file ``reference`` on ``samples`` to ``goal``; ``output_nchw`` is the logits' NCHW shape (the files'
+    output may be NHWC, and need not have the input's spatial size).
 
     Ops of the types in ``forced`` are float first (a compatibility choice). If the file then falls short,
     every op whose local error (`local_errors`) passes ``local_limit`` goes float; if that is not enough
@@ -274,17 +277,19 @@ def with_float_fallback(
         return keep_float(quantized, reference, names) if names else quantized
 
     expected = _outputs(reference, samples)
+    n, c, h, w = output_nchw
+    layout = "NHWC" if expected[0].shape == (n, h, w, c) and expected[0].shape != (n, c, h, w) else "NCHW"
     data = build(keep)
-    before = agreement = label_agreement(data, expected, samples)
+    before = agreement = label_agreement(data, expected, samples, layout)
     if agreement < goal:
         errors = {e.index: e.error for e in local_errors(quantized, reference, samples)}
         keep |= {output_of[i] for i in candidates if errors.get(i, 0.0) > local_limit}
         data = build(keep)
-        agreement = label_agreement(data, expected, samples)
+        agreement = label_agreement(data, expected, samples, layout)
     if agreement < goal:
         rest = [output_of[i] for i in candidates if output_of[i] not in keep]
-        count, score = shortest_prefix(rest, lambda prefix: label_agreement(build(keep | set(prefix)), expected, samples), goal)
+        count, score = shortest_prefix(rest, lambda prefix: label_agreement(build(keep | set(prefix)), expected, samples, layout), goal)
         keep |= set(rest[:count])
         data = build(keep)
-        agreement = score if score is not None else label_agreement(data, expected, samples)
+        agreement = score if score is not None else label_agreement(data, expected, samples, layout)
     return data, Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates), forced)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -51,39 +52,68 @@ def to_markdown(rows: list[dict], skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: int | None = None) -> dict:
+    """Export zoo model ``name`` with its recipe to every target (+ ``extra_precisions``) and check parity;
+    returns its entry of the matrix document. ``threads`` caps PyTorch's threads (one worker of several)."""
     from mobileseg.export.pipeline import ExportRequest, export_model
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    recipe = load_recipe(name)
+    wanted = sorted({p for t, o in recipe.targets.items() for p in precisions(t, o)} | set(extra_precisions))
+    started = time.perf_counter()
+    result = export_model(ExportRequest(model=name, targets=["all"], precisions=wanted, out=Path(artifacts) / name, force=True))
+    return {"input": "x".join(map(str, recipe.input_size)), "report": result.report.to_dict(), "cached": result.cached,
+            "seconds": round(time.perf_counter() - started, 2), "folder": str(result.folder)}  # fmt: skip
+
+
+def _costliest_first(names: list[str]) -> list[str]:
+    """Models by input pixels, largest first: a worker pool then ends with the small ones."""
+    return sorted(names, key=lambda n: -load_recipe(n).input_size[0] * load_recipe(n).input_size[1])
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="results/parity.json")
     parser.add_argument("--markdown", default="results/parity.md")
     parser.add_argument("--artifacts", default="artifacts")
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--precision", nargs="*", default=[], help="extra precisions, e.g. int8")
+    parser.add_argument("--jobs", type=int, default=1, help="models exported at once, one process each (default 1)")
     args = parser.parse_args(argv)
 
+    names = args.models or zoo.names()
     reports: dict[str, dict] = {}
-    skipped: set[str] = set()
     started = time.perf_counter()
-    for name in args.models or zoo.names():
-        recipe = load_recipe(name)
-        wanted = sorted({p for t, o in recipe.targets.items() for p in precisions(t, o)} | set(args.precision))
-        t0 = time.perf_counter()
-        result = export_model(ExportRequest(
-            model=name, targets=["all"], precisions=wanted, out=Path(args.artifacts) / name, force=True,
-        ))  # fmt: skip
-        seconds = time.perf_counter() - t0
-        report = result.report.to_dict()
-        reports[name] = {"input": "x".join(map(str, recipe.input_size)), "report": report, "cached": result.cached,
-                         "seconds": round(seconds, 2), "folder": str(result.folder)}  # fmt: skip
-        skipped |= {f"{r['runtime']} ({r['reason']})" for r in report["results"] if r["status"] == "skipped"}
-        print(f"{name}: {'up to date' if result.cached else 'exported'} in {seconds:.1f} s, "
-              f"parity {'PASS' if result.report.passed else 'FAIL'}", flush=True)  # fmt: skip
+
+    def done(name: str, entry: dict) -> None:
+        reports[name] = entry
+        print(f"{name}: {'up to date' if entry['cached'] else 'exported'} in {entry['seconds']:.1f} s, "
+              f"parity {'PASS' if entry['report']['passed'] else 'FAIL'}", flush=True)  # fmt: skip
+
+    if args.jobs > 1 and len(names) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch / TensorFlow state
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(export_one, n, args.precision, args.artifacts, threads): n for n in _costliest_first(names)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        reports = {name: reports[name] for name in names}
+    else:
+        for name in names:
+            done(name, export_one(name, args.precision, args.artifacts))
+    skipped = {f"{r['runtime']} ({r['reason']})" for e in reports.values() for r in e["report"]["results"] if r["status"] == "skipped"}
     rows = matrix_rows(reports)
     document = {
         "schema": "mobileseg.parity-matrix/1",
         "host": {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version()},
         "seconds": round(time.perf_counter() - started, 2),
+        "jobs": args.jobs,
         "rows": rows,
         "not_run": sorted(skipped),
         "models": reports,
