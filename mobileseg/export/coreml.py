@@ -34,7 +34,7 @@ from mobileseg.export import coreml_fallback
 from mobileseg.export.coreml_fallback import mil_name
 from mobileseg.export.preprocess import WithPreprocessing, format_input
 from mobileseg.runtimes.coreml_support import coreml_input_array, coremltools_log, import_coremltools
-from mobileseg.runtimes.mil_reference import MilProgram, load_program
+from mobileseg.runtimes.mil_reference import MilProgram, UnsupportedMilOpError, load_program
 from mobileseg.zoo import Normalization
 
 PRECISIONS = ("fp16", "fp32")
@@ -129,11 +129,15 @@ def export_coreml(
     with tempfile.TemporaryDirectory(prefix="mobileseg-coreml-") as scratch:
         for precision in sorted(options.precisions, key=lambda p: p != "fp32"):  # fp32 first: the fallback reads it
             file = f"model_{precision}.mlpackage"
-            fallback = None
+            fallback, note = None, None
             if precision == "fp16" and fallback_feeds is not None:
-                if float_program is None:
-                    float_program = _saved_program(_convert(ct, source, [coreml_input], ["logits"], "fp32", options, info.name), Path(scratch))
-                fallback, expected = coreml_fallback.choose_fp32_ops(float_program, fallback_feeds)
+                try:
+                    if float_program is None:
+                        float_mlmodel = _convert(ct, source, [coreml_input], ["logits"], "fp32", options, info.name)
+                        float_program = _saved_program(float_mlmodel, Path(scratch))
+                    fallback, expected = coreml_fallback.choose_fp32_ops(float_program, fallback_feeds)
+                except UnsupportedMilOpError as exc:  # the executor cannot run it: plain fp16, said so
+                    note = f"float fallback not run: {exc}"
             mlmodel = _convert(
                 ct, source, [coreml_input], ["logits"], precision, options, info.name, fallback.float_ops if fallback else ()
             )  # fmt: skip
@@ -143,7 +147,10 @@ def export_coreml(
             except Exception as exc:
                 raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
             if precision == "fp32" and fallback_feeds is not None:
-                float_program = MilProgram(load_program(folder / file)[0])
+                try:
+                    float_program = MilProgram(load_program(folder / file)[0])
+                except UnsupportedMilOpError:
+                    pass  # the fp16 step says so
             spec = mlmodel.get_spec()
             entries[precision] = {
                 "target": "coreml", "precision": precision, "file": file,
@@ -155,6 +162,8 @@ def export_coreml(
                 written = MilProgram(load_program(folder / file)[0])
                 measured = coreml_fallback.label_agreement(written, fallback_feeds, expected)
                 entries[precision]["float_fallback"] = replace(fallback, agreement=measured).to_dict()
+            if note:
+                entries[precision]["note"] = note
     return [entries[p] for p in options.precisions]
 
 
