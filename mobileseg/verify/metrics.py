@@ -44,11 +44,14 @@ def labels(output: np.ndarray, kind: str) -> np.ndarray:
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
-    ious = []
-    for c in np.union1d(np.unique(a), np.unique(b)):
-        in_a, in_b = a == c, b == c
-        ious.append(np.logical_and(in_a, in_b).sum() / np.logical_or(in_a, in_b).sum())
-    return float(np.mean(ious))
+    """Mean intersection over union of two label maps (non-negative integers) over the classes present
+    in either, from their confusion matrix."""
+    classes = int(max(a.max(), b.max())) + 1
+    confusion = np.bincount((a.astype(np.int64) * classes + b).ravel(), minlength=classes * classes).reshape(classes, classes)
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    present = union > 0
+    return float(np.mean(intersection[present] / union[present]))
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, kind: str | None = None) -> dict[str, float]:
