@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from mobileseg.cli import app
@@ -51,3 +53,20 @@ def test_export_then_verify_gate(tmp_path):
     (out / "model.onnx").write_bytes(b"corrupt")
     tampered = runner.invoke(app, ["verify", str(out)])
     assert tampered.exit_code == 2 and "does not match its manifest" in _one_error_line(tampered)
+
+
+def test_no_float_fallback_reaches_both_targets_and_the_fingerprint(tmp_path):
+    pytest.importorskip("coremltools")
+    out = tmp_path / "sinet"
+    from conftest import official_weights
+
+    weights = str(official_weights("sinet"))
+    args = ["export", "sinet", "--target", "coreml", "--precision", "fp16", "--weights", weights, "--out", str(out)]
+    with_fallback = runner.invoke(app, args)
+    assert with_fallback.exit_code == 0, with_fallback.output
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["options"]["float_fallback"] is True and "float_fallback" in entry
+    without = runner.invoke(app, [*args, "--no-float-fallback", "--force"])
+    assert without.exit_code == 0 and "up to date" not in without.output  # another fingerprint: exported again
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["options"]["float_fallback"] is False and "float_fallback" not in entry

@@ -55,6 +55,7 @@ class ExportRequest:
     keep_nchw: bool | None = None
     int8_io: bool | None = None
     calibration: Path | None = None
+    float_fallback: bool | None = None  # coreml fp16, tflite fp16/dynamic: keep the ops they wreck in float32
     out: Path | None = None
     force: bool = False
     use_cache: bool = True
@@ -136,8 +137,8 @@ def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[s
     options = {t: dict(recipe.targets.get(t, {})) for t in targets}
     overrides = {
         "onnx": {"opset": request.opset},
-        "coreml": {"input_type": request.coreml_input},
-        "tflite": {"keep_nchw": request.keep_nchw, "int8_io": request.int8_io,
+        "coreml": {"input_type": request.coreml_input, "float_fallback": request.float_fallback},
+        "tflite": {"keep_nchw": request.keep_nchw, "int8_io": request.int8_io, "float_fallback": request.float_fallback,
                    "calibration": str(request.calibration) if request.calibration else None},
     }  # fmt: skip
     for target in targets:
