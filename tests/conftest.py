@@ -26,3 +26,18 @@ def official_weights(name: str) -> Path:
 @pytest.fixture(autouse=True)
 def _weights_env(monkeypatch):
     monkeypatch.setenv("MOBILESEG_WEIGHTS_DIR", str(WEIGHTS_DIR))
+
+
+def results_by(report) -> dict:
+    """A parity report's results by (precision, runtime)."""
+    return {(r.precision, r.runtime): r for r in report.results}
+
+
+def assert_fallback_reached_goal(manifest: dict, target: str, precision: str) -> dict:
+    """The artifact's float fallback started below its goal, ended at or above it, and kept only some ops
+    in float; returns the record."""
+    (entry,) = [a for a in manifest["artifacts"] if a["target"] == target and a["precision"] == precision]
+    fallback = entry["float_fallback"]
+    assert fallback["agreement_before"] < fallback["goal"] <= fallback["agreement"]
+    assert 0 < fallback["float_ops"] < fallback["quantised_ops"]
+    return fallback

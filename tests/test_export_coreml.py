@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("coremltools")
 
-from conftest import official_weights  # noqa: E402
+from conftest import assert_fallback_reached_goal, official_weights, results_by  # noqa: E402
 
 from mobileseg.errors import ExportError, MobilesegError  # noqa: E402
 from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml  # noqa: E402
@@ -28,7 +28,7 @@ def sinet_coreml(tmp_path_factory):
 
 
 def test_official_sinet_passes_on_the_mil_reference(sinet_coreml):
-    results = {(r.precision, r.runtime): r for r in sinet_coreml.report.results}
+    results = results_by(sinet_coreml.report)
     fp32, fp16 = results[("fp32", "mil-reference")], results[("fp16", "mil-reference")]
     assert fp32.status == "pass" and fp16.status == "pass"
     assert fp32.worst()["max_rel"] < 1e-5
@@ -123,7 +123,7 @@ def test_fp16_emulation_of_a_float32_program_is_the_fp16_program(tmp_path):
     """The float fallback chooses ops by emulating fp16 on the float32 program; with every op emulated
     that must compute exactly what coremltools' fp16 program computes."""
     from mobileseg.export.coreml_fallback import fp16_candidates
-    from mobileseg.runtimes.mil_reference import MilProgram, load_program
+    from mobileseg.runtimes.mil_reference import MilProgram
 
     torch.manual_seed(0)
     model = _Toy().eval()
@@ -131,7 +131,7 @@ def test_fp16_emulation_of_a_float32_program_is_the_fp16_program(tmp_path):
     model.bn.running_var.uniform_(0.5, 2)
     info = CoreMLModelInfo("toy", "toy", ("a", "b"), "logits", Normalization((0, 0, 0), (1, 1, 1)), "rgb01", "src", "MIT")
     export_coreml(model, (1, 3, 32, 48), tmp_path, CoreMLOptions(float_fallback=False), info)
-    fp32, fp16 = (MilProgram(load_program(tmp_path / f"model_{p}.mlpackage")[0]) for p in ("fp32", "fp16"))
+    fp32, fp16 = (MilProgram.from_package(tmp_path / f"model_{p}.mlpackage") for p in ("fp32", "fp16"))
     x = {"image": np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32)}
     emulated, converted, exact = fp32.run(x, half=fp16_candidates(fp32))["logits"], fp16.run(x)["logits"], fp32.run(x)["logits"]
     assert np.array_equal(emulated, converted)
@@ -152,15 +152,13 @@ def c3net_coreml(tmp_path_factory):
 def test_fp16_float_fallback_keeps_the_labels_with_most_ops_fp16(c3net_coreml):
     from coremltools.converters.mil.mil import types
 
-    from mobileseg.runtimes.mil_reference import MilProgram, load_program
+    from mobileseg.runtimes.mil_reference import MilProgram
 
-    fallback = {a["precision"]: a for a in c3net_coreml.manifest["artifacts"]}["fp16"]["float_fallback"]
     # "agreement" is measured on the written package, so it also proves the ops kept fp32 are the chosen ones.
-    assert fallback["agreement_before"] < fallback["goal"] <= fallback["agreement"]
-    assert 0 < fallback["float_ops"] < fallback["quantised_ops"]
-    result = {(r.precision, r.runtime): r for r in c3net_coreml.report.results}[("fp16", "mil-reference")]
+    fallback = assert_fallback_reached_goal(c3net_coreml.manifest, "coreml", "fp16")
+    result = results_by(c3net_coreml.report)[("fp16", "mil-reference")]
     assert result.status == "pass", result.reason
-    program = MilProgram(load_program(c3net_coreml.folder / "model_fp16.mlpackage")[0])
+    program = MilProgram.from_package(c3net_coreml.folder / "model_fp16.mlpackage")
     computing = [op for op in program.function.operations if op.op_type not in ("const", "cast")]
     in_fp32 = [op for op in computing if op.outputs[0].dtype is types.fp32]
     assert fallback["float_ops"] <= len(in_fp32) < len(computing) / 2

@@ -34,7 +34,7 @@ from mobileseg.export import coreml_fallback
 from mobileseg.export.coreml_fallback import mil_name
 from mobileseg.export.preprocess import WithPreprocessing, format_input
 from mobileseg.runtimes.coreml_support import coreml_input_array, coremltools_log, import_coremltools
-from mobileseg.runtimes.mil_reference import MilProgram, UnsupportedMilOpError, load_program
+from mobileseg.runtimes.mil_reference import MilProgram, UnsupportedMilOpError
 from mobileseg.zoo import Normalization
 
 PRECISIONS = ("fp16", "fp32")
@@ -123,7 +123,8 @@ def export_coreml(
     source = _source(wrapped, shape, options.source)
     fallback_feeds = None
     if options.float_fallback and "fp16" in options.precisions and calibration is not None:
-        pictures = format_input(calibration[: coreml_fallback.SAMPLES], "pixels" if options.input_type == "image" else info.input_format, norm)
+        picture_format = "pixels" if options.input_type == "image" else info.input_format
+        pictures = format_input(calibration[: coreml_fallback.SAMPLES], picture_format, norm)
         fallback_feeds = [{"image": coreml_input_array(picture[None], input_spec)} for picture in pictures]
     entries, float_program = {}, None
     with tempfile.TemporaryDirectory(prefix="mobileseg-coreml-") as scratch:
@@ -132,9 +133,12 @@ def export_coreml(
             fallback, note = None, None
             if precision == "fp16" and fallback_feeds is not None:
                 try:
-                    if float_program is None:
+                    if "fp32" in options.precisions:
+                        float_program = MilProgram.from_package(folder / "model_fp32.mlpackage")
+                    else:
                         float_mlmodel = _convert(ct, source, [coreml_input], ["logits"], "fp32", options, info.name)
-                        float_program = _saved_program(float_mlmodel, Path(scratch))
+                        float_mlmodel.save(str(Path(scratch) / "float.mlpackage"))
+                        float_program = MilProgram.from_package(Path(scratch) / "float.mlpackage")
                     fallback, expected = coreml_fallback.choose_fp32_ops(float_program, fallback_feeds)
                 except UnsupportedMilOpError as exc:  # the executor cannot run it: plain fp16, said so
                     note = f"float fallback not run: {exc}"
@@ -146,11 +150,6 @@ def export_coreml(
                 mlmodel.save(str(folder / file))
             except Exception as exc:
                 raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
-            if precision == "fp32" and fallback_feeds is not None:
-                try:
-                    float_program = MilProgram(load_program(folder / file)[0])
-                except UnsupportedMilOpError:
-                    pass  # the fp16 step says so
             spec = mlmodel.get_spec()
             entries[precision] = {
                 "target": "coreml", "precision": precision, "file": file,
@@ -159,19 +158,12 @@ def export_coreml(
                 "options": options.to_dict(),
             }  # fmt: skip
             if fallback is not None:
-                written = MilProgram(load_program(folder / file)[0])
+                written = MilProgram.from_package(folder / file)
                 measured = coreml_fallback.label_agreement(written, fallback_feeds, expected)
                 entries[precision]["float_fallback"] = replace(fallback, agreement=measured).to_dict()
             if note:
                 entries[precision]["note"] = note
     return [entries[p] for p in options.precisions]
-
-
-def _saved_program(mlmodel, folder: Path):
-    """The MIL program of ``mlmodel`` as the executor reads it: saved to ``folder`` and loaded back."""
-    path = folder / "float.mlpackage"
-    mlmodel.save(str(path))
-    return MilProgram(load_program(path)[0])
 
 
 def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):

@@ -11,10 +11,11 @@ The ops are chosen on the float32 program, run in the MIL reference executor (`r
 which can emulate any subset of its ops in fp16 without converting again:
 
 1. every op that coremltools would cast is run once more on the float32 run's exact inputs with
-   fp16 rounding, and its local error measured per channel (`fallback.ChannelErrors`);
-2. if the label agreement of the all-fp16 emulation with the float32 program on calibration pictures
-   misses the goal, the ops past the local limit stay fp32, then the shortest network-order prefix of the
-   rest that reaches the goal (`fallback.shortest_prefix`).
+   fp16 rounding, and its local error measured per channel (`fallback.ChannelErrors`), and the largest
+   magnitude among its inputs and outputs recorded;
+2. ops within `PEAK_LIMIT` of fp16's range stay fp32; if the label agreement with the float32 program on
+   calibration pictures then misses the goal, the ops past the local limit, then the shortest
+   network-order prefix of the rest that reaches it (`fallback.keep_enough`).
 
 The written program is then converted once with that selection and its agreement measured again, on
 the saved package, by the same executor.
@@ -29,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mobileseg.export.fallback import ChannelErrors, Fallback, shortest_prefix
+from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough
+from mobileseg.export.fallback import label_agreement as pooled_agreement
 from mobileseg.runtimes.mil_ops import KERNELS
 from mobileseg.runtimes.mil_reference import MilProgram, to_fp16
-from mobileseg.verify.metrics import labels
 
 GOAL = 0.995  # label agreement with the float32 program (as TFLite's fp16 fallback)
 LOCAL_LIMIT = 0.01  # an op's fp16 error above 1 % of a channel's spread is fp32 at once
@@ -90,14 +91,10 @@ def float_run(program: MilProgram, feeds: Sequence[dict], candidates: Collection
 
 
 def label_agreement(program: MilProgram, feeds: Sequence[dict], expected: Sequence[np.ndarray], half: Collection[str] = ()) -> float:
-    """Share of pixels whose label (argmax over channels; the sign of one channel) matches ``expected``,
-    with the ops in ``half`` emulated in fp16."""
-    agreeing = total = 0
+    """`fallback.label_agreement` of ``program`` with ``expected`` on ``feeds``, with the ops in ``half``
+    emulated in fp16."""
     output = program.output_names[0]
-    for feed, reference in zip(feeds, expected):
-        same = labels(program.run(feed, half=half)[output], "") == labels(reference, "")
-        agreeing, total = agreeing + int(same.sum()), total + same.size
-    return agreeing / total
+    return pooled_agreement((program.run(feed, half=half)[output], reference) for feed, reference in zip(feeds, expected))
 
 
 def choose_fp32_ops(
@@ -107,21 +104,14 @@ def choose_fp32_ops(
     ``feeds`` to ``goal``, as a `Fallback` whose agreements are the emulated ones; and the float32 outputs."""
     candidates = fp16_candidates(program)
     run = float_run(program, feeds, candidates)
-    expected = run.expected
 
     def agreement_keeping(fp32_ops: Collection[str]) -> float:
-        return label_agreement(program, feeds, expected, [n for n in candidates if n not in fp32_ops])
+        return label_agreement(program, feeds, run.expected, {n for n in candidates if n not in fp32_ops})
 
     # Ops that come near fp16's range on photos overflow on harsher pictures: fp32 whatever the agreement.
     keep = {n for n in candidates if run.peaks.get(n, 0.0) > PEAK_LIMIT}
     before = agreement_keeping(())
-    agreement = agreement_keeping(keep) if keep else before
-    if agreement < goal:
-        keep |= {n for n in candidates if run.errors.get(n, 0.0) > local_limit}
-        agreement = agreement_keeping(keep)
-    if agreement < goal:
-        rest = [n for n in candidates if n not in keep]
-        count, score = shortest_prefix(rest, lambda prefix: agreement_keeping(keep | set(prefix)), goal)
-        keep |= set(rest[:count])
-        agreement = score if score is not None else agreement_keeping(keep)
-    return Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates)), expected
+    keep, agreement = keep_enough(
+        candidates, agreement_keeping, goal, keep, agreement_keeping(keep) if keep else before, lambda: run.errors, local_limit
+    )  # fmt: skip
+    return Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates)), run.expected

@@ -10,10 +10,12 @@ network-order prefix of the remaining candidates that reaches it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from mobileseg.verify.metrics import labels
 
 
 class ChannelErrors:
@@ -60,6 +62,44 @@ def shortest_prefix(items: Sequence, score: Callable[[Sequence], float], goal: f
         else:
             low = middle + 1
     return high, best
+
+
+def label_agreement(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Share of pixels, over all ``(produced, expected)`` NCHW output pairs, whose label (argmax over the
+    channels; the sign of a single channel) is the same in both."""
+    agreeing = total = 0
+    for produced, expected in pairs:
+        same = labels(produced, "") == labels(expected, "")
+        agreeing, total = agreeing + int(same.sum()), total + same.size
+    return agreeing / total
+
+
+def keep_enough(
+    candidates: Sequence[str],
+    agreement_keeping: Callable[[set[str]], float],
+    goal: float,
+    keep: set[str],
+    agreement: float,
+    local_errors: Callable[[], Mapping[str, float]],
+    local_limit: float,
+) -> tuple[set[str], float]:
+    """The ops to keep in float, starting from ``keep`` (whose agreement is ``agreement``), and their agreement.
+
+    If the goal is missed, every candidate whose local error (``local_errors()``, computed only then)
+    passes ``local_limit`` is added; if it is still missed, the shortest network-order prefix of the
+    remaining candidates that reaches it: errors of well-conditioned early layers are what the amplifying
+    layers downstream enlarge. ``agreement_keeping(ops)`` measures the artifact with ``ops`` in float.
+    """
+    if agreement < goal:
+        errors = local_errors()
+        keep = keep | {n for n in candidates if errors.get(n, 0.0) > local_limit}
+        agreement = agreement_keeping(keep)
+    if agreement < goal:
+        rest = [n for n in candidates if n not in keep]
+        count, score = shortest_prefix(rest, lambda prefix: agreement_keeping(keep | set(prefix)), goal)
+        keep = keep | set(rest[:count])
+        agreement = score if score is not None else agreement_keeping(keep)
+    return keep, agreement
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,9 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                            "output": {"name": "logits", "layout": "NCHW"}},
                     "options": options.to_dict(),
                 })  # fmt: skip
-        if coreml_options or tflite_options:
+        calibration_rgb01 = None
+        coreml_fallback_runs = coreml_options is not None and coreml_options.float_fallback and "fp16" in coreml_options.precisions
+        if coreml_fallback_runs or tflite_options:
             # Pictures kept apart from parity: TFLite's int8 ranges, both float fallbacks' op choices.
             calibration_rgb01 = calibration_images(
                 tflite_options.calibration_samples if tflite_options else coreml_fallback.SAMPLES, *recipe.input_size,

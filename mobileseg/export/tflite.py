@@ -41,7 +41,7 @@ import numpy as np
 from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.export.tflite_fallback import read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
-from mobileseg.runtimes.tflite import to_model_layout, to_nchw
+from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 # Float fallback (export/tflite_fallback.py), per precision: the label agreement with the fp32 file to
@@ -382,15 +382,6 @@ def _least_error_range(values: np.ndarray, low: float, high: float, steps: int =
     return float(lo), float(hi)
 
 
-def _layout(shape: list[int], nchw: tuple[int, ...]) -> str:
-    n, c, h, w = nchw
-    if list(shape) == [n, h, w, c] and list(shape) != [n, c, h, w]:
-        return "NHWC"
-    if list(shape) == [n, c, h, w]:
-        return "NCHW"
-    raise ExportError(f"tflite output shape {shape} is neither NCHW {list(nchw)} nor NHWC")
-
-
 def _spatial(shape, options: TfliteOptions) -> tuple[int, int]:
     return (int(shape[2]), int(shape[3])) if options.keep_nchw else (int(shape[1]), int(shape[2]))
 
@@ -412,10 +403,10 @@ def _describe(
         "io": {
             "input": {"name": "image", "tensor": inp["name"], "shape": [int(v) for v in inp["shape"]],
                       "dtype": np.dtype(inp["dtype"]).name,
-                      "layout": _layout(list(inp["shape"]), (expected_output[0], channels, *_spatial(inp["shape"], options))),
+                      "layout": layout_of(list(inp["shape"]), (expected_output[0], channels, *_spatial(inp["shape"], options))),
                       "format": input_format, "quantization": [float(v) for v in inp["quantization"]]},
             "output": {"name": "logits", "tensor": out["name"], "shape": [int(v) for v in out["shape"]],
-                       "dtype": np.dtype(out["dtype"]).name, "layout": _layout(list(out["shape"]), expected_output),
+                       "dtype": np.dtype(out["dtype"]).name, "layout": layout_of(list(out["shape"]), expected_output),
                        "quantization": [float(v) for v in out["quantization"]]},
         },
         "ops": dict(sorted(ops.items())),

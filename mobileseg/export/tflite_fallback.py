@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobileseg.export.fallback import ChannelErrors, Fallback, shortest_prefix
-from mobileseg.runtimes.tflite import to_nchw
-from mobileseg.verify.metrics import labels
+from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough
+from mobileseg.export.fallback import label_agreement as pooled_agreement
+from mobileseg.runtimes.tflite import layout_of, to_nchw
 
 FLOAT32, FLOAT16, INT8 = 0, 1, 9  # tflite TensorType values
 
@@ -228,13 +228,10 @@ def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
 
 
 def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray, layout: str) -> float:
-    """Share of output pixels whose label (argmax over the channel axis, the sign for one channel) is the
-    same for ``data`` as in ``expected`` (the float file's outputs on ``samples``), outputs in ``layout``."""
-    agreeing = total = 0
-    for produced, expected in zip(_outputs(data, samples), expected):
-        same = labels(to_nchw(produced, layout), "") == labels(to_nchw(expected, layout), "")
-        agreeing, total = agreeing + int(same.sum()), total + same.size
-    return agreeing / total
+    """`fallback.label_agreement` of ``data`` with ``expected`` (the float file's outputs on ``samples``),
+    outputs in ``layout``."""
+    pairs = zip(_outputs(data, samples), expected)
+    return pooled_agreement((to_nchw(produced, layout), to_nchw(reference, layout)) for produced, reference in pairs)
 
 
 def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
@@ -262,10 +259,8 @@ def with_float_fallback(
     file ``reference`` on ``samples`` to ``goal``; ``output_nchw`` is the logits' NCHW shape (the files'
     output may be NHWC, and need not have the input's spatial size).
 
-    Ops of the types in ``forced`` are float first (a compatibility choice). If the file then falls short,
-    every op whose local error (`local_errors`) passes ``local_limit`` goes float; if that is not enough
-    either, the remaining candidates go float in network order, the shortest sufficient prefix found by
-    bisection: errors of well-conditioned early layers are what the amplifying layers downstream enlarge.
+    Ops of the types in ``forced`` are float first (a compatibility choice); then `fallback.keep_enough`
+    adds the ops whose local error (`local_errors`) passes ``local_limit``, then a network-order prefix.
     """
     model = read_model(quantized)
     graph = model.subgraphs[0]
@@ -273,23 +268,23 @@ def with_float_fallback(
     output_of = {index: graph.tensors[graph.operators[index].outputs[0]].name.decode() for index in candidates}
     keep = {output_of[i] for i in candidates if _op_name(model, graph.operators[i]) in forced}
 
+    built: dict[frozenset[str], bytes] = {}
+
     def build(names: set[str]) -> bytes:
-        return keep_float(quantized, reference, names) if names else quantized
+        key = frozenset(names)
+        if key not in built:
+            built[key] = keep_float(quantized, reference, names) if names else quantized
+        return built[key]
 
     expected = _outputs(reference, samples)
-    n, c, h, w = output_nchw
-    layout = "NHWC" if expected[0].shape == (n, h, w, c) and expected[0].shape != (n, c, h, w) else "NCHW"
-    data = build(keep)
-    before = agreement = label_agreement(data, expected, samples, layout)
-    if agreement < goal:
-        errors = {e.index: e.error for e in local_errors(quantized, reference, samples)}
-        keep |= {output_of[i] for i in candidates if errors.get(i, 0.0) > local_limit}
-        data = build(keep)
-        agreement = label_agreement(data, expected, samples, layout)
-    if agreement < goal:
-        rest = [output_of[i] for i in candidates if output_of[i] not in keep]
-        count, score = shortest_prefix(rest, lambda prefix: label_agreement(build(keep | set(prefix)), expected, samples, layout), goal)
-        keep |= set(rest[:count])
-        data = build(keep)
-        agreement = score if score is not None else label_agreement(data, expected, samples, layout)
-    return data, Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates), forced)
+    layout = layout_of(expected[0].shape, output_nchw)
+
+    def agreement_keeping(names: set[str]) -> float:
+        return label_agreement(build(names), expected, samples, layout)
+
+    def errors() -> dict[str, float]:
+        return {output_of[e.index]: e.error for e in local_errors(quantized, reference, samples)}
+
+    before = agreement_keeping(keep)
+    keep, agreement = keep_enough([output_of[i] for i in candidates], agreement_keeping, goal, keep, before, errors, local_limit)
+    return build(keep), Fallback(goal, before, agreement, tuple(sorted(keep)), len(candidates), forced)

@@ -88,6 +88,11 @@ class MilProgram:
         for op in self.function.operations:
             self.op_counts[op.op_type] = self.op_counts.get(op.op_type, 0) + 1
 
+    @classmethod
+    def from_package(cls, path: Path) -> MilProgram:
+        """The ``main`` function of a saved ``.mlpackage``."""
+        return cls(load_program(path)[0])
+
     def run(
         self, inputs: Mapping[str, np.ndarray], half: Collection[str] = (), observe: Observer | None = None
     ) -> dict[str, np.ndarray]:
@@ -98,6 +103,7 @@ class MilProgram:
         op with its resolved inputs and its outputs (before any rounding of the outputs).
         """
         values: dict[str, object] = {}
+        half = frozenset(half)
         for name, var in self.function.inputs.items():
             tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
             if _is_fp16(var):

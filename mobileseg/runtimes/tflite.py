@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobileseg.errors import ArtifactError
+from mobileseg.errors import ArtifactError, ExportError
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 
@@ -37,6 +37,17 @@ def to_nchw(array: np.ndarray, layout: str) -> np.ndarray:
     if (layout == "NHWC" and array.ndim == 4) or (layout == "channels_last" and array.ndim in (3, 4)):
         return np.ascontiguousarray(np.moveaxis(array, -1, 1))
     return array
+
+
+def layout_of(shape, nchw: tuple[int, ...]) -> str:
+    """"NHWC" or "NCHW": the layout of a 4-D tensor of ``shape`` that holds the NCHW tensor ``nchw``
+    (NCHW where both read the same)."""
+    n, c, h, w = nchw
+    if list(shape) == [n, h, w, c] and list(shape) != [n, c, h, w]:
+        return "NHWC"
+    if list(shape) == [n, c, h, w]:
+        return "NCHW"
+    raise ExportError(f"tflite output shape {list(shape)} is neither NCHW {list(nchw)} nor NHWC")
 
 
 def quantize(array: np.ndarray, detail: dict) -> np.ndarray:

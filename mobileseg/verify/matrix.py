@@ -71,7 +71,8 @@ def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: 
 
 def _costliest_first(names: list[str]) -> list[str]:
     """Models by input pixels, largest first: a worker pool then ends with the small ones."""
-    return sorted(names, key=lambda n: -load_recipe(n).input_size[0] * load_recipe(n).input_size[1])
+    pixels = {n: load_recipe(n).input_size[0] * load_recipe(n).input_size[1] for n in names}
+    return sorted(names, key=lambda n: -pixels[n])
 
 
 def main(argv: list[str] | None = None) -> int:
