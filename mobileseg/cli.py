@@ -128,7 +128,9 @@ def export(
 ) -> None:
     """Export a zoo model, check parity against PyTorch, and write an artifact folder."""
     from mobileseg.export.pipeline import ExportRequest, export_model
+    from mobileseg.memory import retain_freed_memory
 
+    retain_freed_memory()
     try:
         request = ExportRequest(
             model=model, targets=target or None, precisions=precision or None, weights=weights,

@@ -26,7 +26,7 @@ from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_corem
 from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
 from mobileseg.export.onnx import OnnxOptions, export_onnx
 from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
-from mobileseg.export.tflite import TfliteOptions, ambiguous_tensors, export_tflite
+from mobileseg.export.tflite import FALLBACK_SAMPLES, TfliteOptions, ambiguous_tensors, export_tflite
 from mobileseg.images import calibration_images
 from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
 from mobileseg.runtimes.coreml_support import coremltools_notes
@@ -267,10 +267,13 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
         calibration_rgb01 = None
         coreml_fallback_runs = coreml_options is not None and coreml_options.float_fallback and "fp16" in coreml_options.precisions
         if coreml_fallback_runs or tflite_options:
-            # Pictures kept apart from parity: TFLite's int8 ranges, both float fallbacks' op choices.
+            # Pictures kept apart from parity: TFLite's int8 ranges, both float fallbacks' op choices. The
+            # crops are drawn in sequence, so the fallbacks see the same first pictures whatever the count;
+            # all of them are made only for int8 (16 at 1024×2048 cost ~5 s of resizing).
+            int8 = tflite_options is not None and "int8" in tflite_options.precisions
+            count = tflite_options.calibration_samples if int8 else max(coreml_fallback.SAMPLES, FALLBACK_SAMPLES)
             calibration_rgb01 = calibration_images(
-                tflite_options.calibration_samples if tflite_options else coreml_fallback.SAMPLES, *recipe.input_size,
-                exclude=recipe.parity_photos, seed=recipe.seed,
+                count, *recipe.input_size, exclude=recipe.parity_photos, seed=recipe.seed,
                 folder=(target_options.get("tflite") or {}).get("calibration"),
             ).transpose(0, 3, 1, 2)  # fmt: skip
         if coreml_options:

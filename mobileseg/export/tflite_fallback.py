@@ -160,12 +160,12 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
     float_interpreter = _interpreter(reference, keep_all=True)
     float_tensors = {d["name"]: d["index"] for d in float_interpreter.get_tensor_details()}
     (float_input,) = float_interpreter.get_input_details()
+    isolated = [(chunk, *_isolated(model, chunk)) for chunk in chunks]
     for sample in samples:
         float_interpreter.set_tensor(float_input["index"], np.ascontiguousarray(sample[None], dtype=float_input["dtype"]))
         float_interpreter.invoke()
-        for chunk in chunks:
-            isolated, feeds = _isolated(model, chunk)
-            interpreter = _interpreter(isolated)
+        for chunk, data, feeds in isolated:
+            interpreter = _interpreter(data)
             for detail in interpreter.get_input_details():
                 interpreter.set_tensor(detail["index"], float_interpreter.get_tensor(float_tensors[feeds[detail["name"]]]))
             interpreter.invoke()

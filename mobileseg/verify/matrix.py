@@ -56,7 +56,9 @@ def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: 
     """Export zoo model ``name`` with its recipe to every target (+ ``extra_precisions``) and check parity;
     returns its entry of the matrix document. ``threads`` caps PyTorch's threads (one worker of several)."""
     from mobileseg.export.pipeline import ExportRequest, export_model
+    from mobileseg.memory import retain_freed_memory
 
+    retain_freed_memory()
     if threads:
         import torch
 
