@@ -63,6 +63,8 @@ def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: 
         import torch
 
         torch.set_num_threads(threads)
+        # TensorFlow (onnx2tf, the TFLite converter) reads these when it starts, after this point.
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
     recipe = load_recipe(name)
     wanted = sorted({p for t, o in recipe.targets.items() for p in precisions(t, o)} | set(extra_precisions))
     started = time.perf_counter()
