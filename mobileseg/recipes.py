@@ -26,7 +26,7 @@ TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("
 TARGET_OPTIONS = {
     "onnx": {"precisions", "opset", "exporter", "simplify"},
     "coreml": {"precisions", "input_type", "minimum_deployment_target", "source", "float_fallback"},
-    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback"},
+    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback", "bias_correction"},
 }
 
 

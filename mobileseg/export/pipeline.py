@@ -376,6 +376,7 @@ def _tflite_options(options: dict) -> TfliteOptions:
         calibration_samples=int(options.get("calibration_samples", TfliteOptions.calibration_samples)),
         activation_ranges=str(options.get("activation_ranges", TfliteOptions.activation_ranges)),
         float_fallback=bool(options.get("float_fallback", TfliteOptions.float_fallback)),
+        bias_correction=bool(options.get("bias_correction", TfliteOptions.bias_correction)),
     )
 
 

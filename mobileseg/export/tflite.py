@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
+from mobileseg.export.int8_bias import correct_biases
 from mobileseg.export.tflite_fallback import read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
@@ -62,6 +63,7 @@ class TfliteOptions:
     calibration_samples: int = 16
     activation_ranges: str = "minmax"  # int8 activation ranges: "minmax" (observed) or "mse" (see _mse_ranges)
     float_fallback: bool = True  # fp16 / dynamic: float32 weights where quantised ones wreck the result
+    bias_correction: bool = True  # int8: take each convolution's mean output shift out of its bias (int8_bias.py)
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -172,16 +174,17 @@ def export_tflite(
             fallback = None
             try:
                 with captured_output(log_path):
-                    data = _convert(function, keras_model, precision, calibration, options)
+                    data, details = _convert(function, keras_model, precision, calibration, options)
                     float_file = data if precision == "fp32" else float_file
                     if options.float_fallback and precision in FALLBACK_GOALS:
-                        float_file = float_file or _convert(function, keras_model, "fp32")
+                        float_file = float_file or _convert(function, keras_model, "fp32")[0]
                         goal, local_limit, forced = FALLBACK_GOALS[precision]
                         data, fallback = with_float_fallback(data, float_file, samples, expected_output, goal, local_limit, forced)
             except Exception as exc:
                 raise _failure(model_name, f"{precision} conversion", exc, log_path) from exc
             target.write_bytes(data)
             entry = _describe(target, precision, options, input_format, expected_output, calibration.shape[1])
+            entry.update(details)
             if fallback is not None:
                 entry["float_fallback"] = fallback.to_dict()
             entry["onnx2tf_shapes"] = shapes
@@ -262,8 +265,11 @@ def _concrete_function(keras_model, shapes: dict[str, tuple[int, ...]] | None = 
     return serve.get_concrete_function()
 
 
-def _convert(function, keras_model, precision: str, calibration: np.ndarray | None = None, options: TfliteOptions | None = None) -> bytes:
-    """One ``.tflite`` file of ``function`` (from `_concrete_function`) at ``precision``."""
+def _convert(
+    function, keras_model, precision: str, calibration: np.ndarray | None = None, options: TfliteOptions | None = None
+) -> tuple[bytes, dict]:
+    """One ``.tflite`` file of ``function`` (from `_concrete_function`) at ``precision``, and what its
+    manifest entry should add (int8: the bias correction's record)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], keras_model)
@@ -272,22 +278,23 @@ def _convert(function, keras_model, precision: str, calibration: np.ndarray | No
     # cost C3Net 28 s per precision (its TFLite stage: 115 s → 59 s, the same files and parity).
     converter.experimental_lower_to_saved_model = False
     if precision == "fp32":
-        return converter.convert()
+        return converter.convert(), {}
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
+        return converter.convert(), {}
     # Per-tensor quantised dense layers: the per-channel FULLY_CONNECTED (op version 12) of TF >= 2.15
     # cannot be loaded by older interpreters such as tflite-runtime 2.14; the SE layers are tiny anyway.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
     if precision != "int8":
-        return converter.convert()
+        return converter.convert(), {}
     return _int8(converter, calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1), options)
 
 
-def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> bytes:
+def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> tuple[bytes, dict]:
     """Full-integer quantisation: calibrate on ``samples`` (in the model's input layout), set the activation
-    ranges, quantise.
+    ranges, quantise, correct the convolutions' biases (`int8_bias`, unless ``options.bias_correction`` is
+    off); returns the file and ``{"bias_correction": record}``.
 
     The calibrated float model carries each tensor's observed min/max; quantising it as it is gives the
     converter's own result (``activation_ranges="minmax"``). With ``"mse"`` `_mse_ranges` replaces the
@@ -307,10 +314,14 @@ def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> bytes:
     if options.activation_ranges == "mse":
         calibrated = _mse_ranges(calibrated, samples)
     io_type = tf.int8 if options.int8_io else tf.float32
-    return mlir_quantize(
+    quantized = mlir_quantize(
         calibrated, input_data_type=io_type, output_data_type=io_type,
         disable_per_channel_for_dense_layers=converter._experimental_disable_per_channel_quantization_for_dense_layers,  # noqa: SLF001
     )  # fmt: skip
+    if not options.bias_correction:
+        return quantized, {"bias_correction": None}
+    corrected, record = correct_biases(quantized, calibrated, samples)
+    return corrected, {"bias_correction": record}
 
 
 def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, seed: int = 0) -> bytes:
@@ -459,7 +470,7 @@ def convert_graph(
         for precision, target in files.items():
             try:
                 with captured_output(log_path):
-                    data = _convert(function, keras_model, precision)
+                    data, _ = _convert(function, keras_model, precision)
             except Exception as exc:
                 raise _failure(name, f"{precision} conversion", exc, log_path) from exc
             target.write_bytes(data)
