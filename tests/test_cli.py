@@ -70,3 +70,17 @@ def test_no_float_fallback_reaches_both_targets_and_the_fingerprint(tmp_path):
     assert without.exit_code == 0 and "up to date" not in without.output  # another fingerprint: exported again
     (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert entry["options"]["float_fallback"] is False and "float_fallback" not in entry
+
+
+def test_no_bias_correction_reaches_the_int8_file(tmp_path):
+    pytest.importorskip("onnx2tf")
+    out = tmp_path / "sinet"
+    args = ["export", "sinet", "--target", "tflite", "--precision", "int8", "--random-weights", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--no-bias-correction"])
+    assert result.exit_code in (0, 1), result.output  # 1: random weights may miss the int8 bounds
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["options"]["bias_correction"] is False and entry["bias_correction"] is None
+    corrected = runner.invoke(app, [*args, "--force"])
+    assert corrected.exit_code in (0, 1) and "up to date" not in corrected.output
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["options"]["bias_correction"] is True and entry["bias_correction"]["convolutions"] > 0

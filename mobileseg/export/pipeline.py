@@ -56,6 +56,7 @@ class ExportRequest:
     int8_io: bool | None = None
     calibration: Path | None = None
     float_fallback: bool | None = None  # coreml fp16, tflite fp16/dynamic: keep the ops they wreck in float32
+    bias_correction: bool | None = None  # tflite int8: correct the convolutions' biases (export/int8_bias.py)
     out: Path | None = None
     force: bool = False
     use_cache: bool = True
@@ -139,7 +140,7 @@ def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[s
         "onnx": {"opset": request.opset},
         "coreml": {"input_type": request.coreml_input, "float_fallback": request.float_fallback},
         "tflite": {"keep_nchw": request.keep_nchw, "int8_io": request.int8_io, "float_fallback": request.float_fallback,
-                   "calibration": str(request.calibration) if request.calibration else None},
+                   "bias_correction": request.bias_correction, "calibration": str(request.calibration) if request.calibration else None},
     }  # fmt: skip
     for target in targets:
         options[target].update({k: v for k, v in overrides[target].items() if v is not None})
