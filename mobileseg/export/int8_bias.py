@@ -8,8 +8,8 @@ difference is taken out of the convolution's int32 bias (in steps of ``input sca
 
 The correction runs in waves along the network: a convolution is corrected after every convolution
 upstream of it, so that its measured shift includes their corrections; convolutions of one wave do not
-depend on each other and are measured in one pass. Measuring on TFLite's built-in kernels with every
-tensor kept gives the shift each kernel adds; XNNPACK computes the same function.
+depend on each other and are measured in one pass, of the file pruned to their outputs, on TFLite's
+built-in kernels (shifts measured through XNNPACK corrected SINet less well: worst photo 0.949).
 
 Convolutions with a fused activation are left alone: their output mean is taken after the activation,
 where a shift is no longer a bias. The worst photo's label agreement with PyTorch, over the four
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from mobileseg.export.tflite_fallback import _interpreter, _op_name, read_model, write_model
+from mobileseg.runtimes.tflite import quantize
 
 INT8 = 9  # tflite TensorType
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
@@ -39,8 +40,8 @@ def correct_biases(quantized: bytes, calibrated: bytes, samples: np.ndarray) -> 
     samples = samples[: max(1, -(-PIXELS // pixels))]  # enough pictures for PIXELS pixels
     model = read_model(quantized)
     graph = model.subgraphs[0]
-    float_model = read_model(calibrated)
-    float_index = {tensor.name: index for index, tensor in enumerate(float_model.subgraphs[0].tensors)}
+    reference = _interpreter(calibrated, keep_all=True)
+    float_index = {detail["name"].encode(): detail["index"] for detail in reference.get_tensor_details()}
     convolutions, fused = [], 0
     for index, op in enumerate(graph.operators):
         if _op_name(model, op) not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
@@ -54,19 +55,13 @@ def correct_biases(quantized: bytes, calibrated: bytes, samples: np.ndarray) -> 
         convolutions.append(index)
     _own_bias_buffers(model, convolutions)
 
-    reference = _interpreter(calibrated, keep_all=True)
     float_means = _channel_means(reference, samples, [float_index[graph.tensors[graph.operators[i].outputs[0]].name] for i in convolutions])
     del reference
     float_mean = dict(zip(convolutions, float_means))
     waves = _waves(graph, convolutions)
     shifts = []
     for wave in waves:
-        outputs = [graph.operators[i].outputs[0] for i in wave]
-        interpreter = _interpreter(_pruned(model, outputs))
-        by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
-        means = _channel_means(interpreter, samples, [by_name[graph.tensors[t].name.decode()] for t in outputs], dequantize=True)
-        del interpreter
-        for index, mean in zip(wave, means):
+        for index, mean in zip(wave, _int8_channel_means(model, wave, samples)):
             op = graph.operators[index]
             bias_tensor = graph.tensors[op.inputs[2]]
             buffer = model.buffers[bias_tensor.buffer]
@@ -79,13 +74,20 @@ def correct_biases(quantized: bytes, calibrated: bytes, samples: np.ndarray) -> 
         "mean_shift_output_steps": round(float(np.mean(shifts)), 4) if shifts else 0.0,
     }  # fmt: skip
     if convolutions:  # what is left, measured on the corrected file
-        outputs = [graph.operators[i].outputs[0] for i in convolutions]
-        interpreter = _interpreter(_pruned(model, outputs))
-        by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
-        means = _channel_means(interpreter, samples, [by_name[graph.tensors[t].name.decode()] for t in outputs], dequantize=True)
+        means = _int8_channel_means(model, convolutions, samples)
         left = [_in_output_steps(graph, i, mean - float_mean[i]) for i, mean in zip(convolutions, means)]
         record["mean_shift_after_output_steps"] = round(float(np.mean(left)), 4)
     return write_model(model), record
+
+
+def _int8_channel_means(model, convolutions: list[int], samples: np.ndarray) -> list[np.ndarray]:
+    """The dequantised channel means of the ``convolutions``' outputs on ``samples``, from the current
+    ``model`` pruned to them."""
+    graph = model.subgraphs[0]
+    outputs = [graph.operators[i].outputs[0] for i in convolutions]
+    interpreter = _interpreter(_pruned(model, outputs))
+    by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    return _channel_means(interpreter, samples, [by_name[graph.tensors[t].name.decode()] for t in outputs], dequantize=True)
 
 
 def _in_output_steps(graph, index: int, shift: np.ndarray) -> float:
@@ -163,8 +165,6 @@ def _waves(graph, convolutions: list[int]) -> list[list[int]]:
 
 def _channel_means(interpreter, samples: np.ndarray, tensors: list[int], dequantize: bool = False) -> list[np.ndarray]:
     """Per tensor (NHWC), the mean of each channel over ``samples``, dequantised if asked."""
-    from mobileseg.runtimes.tflite import quantize
-
     (model_input,) = interpreter.get_input_details()
     sums, rows = [0.0] * len(tensors), [0] * len(tensors)
     for sample in samples:

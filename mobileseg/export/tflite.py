@@ -31,7 +31,6 @@ import re
 import shutil
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.export.int8_bias import correct_biases
-from mobileseg.export.tflite_fallback import read_model, with_float_fallback, write_model
+from mobileseg.export.tflite_fallback import _interpreter, read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
 
@@ -338,8 +337,6 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
     default (README, int8).
     The model's input and output keep their observed ranges.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     model = read_model(calibrated)
     graph = model.subgraphs[0]
     ranged = [
@@ -347,10 +344,7 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
         if tensor.quantization is not None and tensor.quantization.min is not None and len(tensor.quantization.min) == 1
         and index not in graph.inputs and index not in graph.outputs
     ]  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # LiteRT warns that keeping every tensor is for debugging: it is what we need
-        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    interpreter = _interpreter(calibrated, keep_all=True, delegates=True)
     (model_input,) = interpreter.get_input_details()
     values: dict[int, list[np.ndarray]] = {index: [] for index in ranged}
     for number, sample in enumerate(samples):
