@@ -28,6 +28,8 @@ TARGET_OPTIONS = {
     "coreml": {"precisions", "input_type", "minimum_deployment_target", "source", "float_fallback"},
     "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback", "bias_correction"},
 }
+# Options that are switches: a YAML string such as "no" must not read as true.
+SWITCH_OPTIONS = {"simplify", "keep_nchw", "int8_io", "float_fallback", "bias_correction"}
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ def validate(recipe: Recipe) -> None:
         unknown_options = set(options) - TARGET_OPTIONS[target]
         if unknown_options:
             raise RecipeError(f"{where}: unknown {target} option(s): {', '.join(sorted(unknown_options))}")
+        not_switches = sorted(k for k in SWITCH_OPTIONS & set(options) if not isinstance(options[k], bool))
+        if not_switches:
+            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_switches)} must be true or false")
         for precision in precisions(target, options):
             if precision not in TARGET_PRECISIONS[target]:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -113,6 +114,15 @@ def test_bad_requests_leave_nothing_behind(request_kwargs, error, tmp_path):
     with pytest.raises(error):
         export_model(ExportRequest("sinet", **{"targets": ["onnx"], **request_kwargs}, out=tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_switch_option_that_is_not_true_or_false_is_a_recipe_error(tmp_path):
+    recipe = tmp_path / "sinet.yaml"
+    text = (Path(__file__).parent.parent / "export_recipes" / "sinet.yaml").read_text()
+    recipe.write_text(text.replace("bias_correction: true", 'bias_correction: "no"'))
+    with pytest.raises(RecipeError, match=r"tflite option\(s\) bias_correction must be true or false"):
+        export_model(ExportRequest("sinet", recipe=recipe, targets=["tflite"], out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_weights_is_a_clear_error(tmp_path, monkeypatch):
