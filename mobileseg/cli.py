@@ -355,6 +355,8 @@ def vos_train_gate(
     segmentation_steps: Annotated[int, typer.Option(help="Optimiser steps of the segmentation-head phase.")] = 150,
     gate_sequences: Annotated[int, typer.Option(help="Generated sequences the gate trains on.")] = 24,
     backbone_steps: Annotated[int, typer.Option(help="Object-vs-scene steps for the backbone's low stages (0: random).")] = 1200,
+    paper_gate: Annotated[bool, typer.Option("--paper-gate", help="The paper's gate inputs only, without mobileseg's "
+                                             "change cue (docs/vos.md).")] = False,
 ) -> None:
     """Train the template, gate and delta generator (and the segmentation head) on generated sequences; report
     the Spearman correlation of P_reuse with the true IoU on held-out sequences."""
@@ -364,7 +366,7 @@ def vos_train_gate(
         height, width = parse_size(size)
         config = TrainConfig(seed=seed, height=height, width=width, gate_steps=gate_steps,
                              segmentation_steps=segmentation_steps, gate_sequences=gate_sequences,
-                             backbone_steps=backbone_steps)  # fmt: skip
+                             backbone_steps=backbone_steps, change_cue=not paper_gate)  # fmt: skip
         config.validate()
         with err.status("training") as status:
             model, report = train_gate(config, lambda phase, step, steps, loss: status.update(

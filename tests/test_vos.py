@@ -4,6 +4,7 @@ over whole sequences (teacher-forced and free-running)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -149,6 +150,9 @@ def test_export_writes_every_subgraph_and_a_state_machine(exported):
     assert all((out / e["file"]).exists() for e in manifest["artifacts"])
     assert manifest["gate"]["reuse_if"] == "p_reuse > tau (strict)"
     assert manifest["state"]["per object"]["score_prev"] == [1, 1, 8, 14]
+    assert manifest["state"]["per object"]["f8_prev"] == [1, 128, 16, 28]
+    gate_inputs = next(g["inputs"] for g in manifest["subgraphs"] if g["name"] == "matching")
+    assert list(gate_inputs) == ["f8", "f8_prev", "score_prev", "template"]
     augmentation = manifest["first_frame_augmentation"]  # the warps an app needs to fit the target model alike
     np.testing.assert_allclose(augmentation["warps_output_to_input"], warp_matrices(), atol=1e-8)
     onnx_gate = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["target"] == "onnx")
@@ -273,9 +277,10 @@ def test_tflite_export_maps_every_tensor_and_passes_parity(exported_tflite):
                          "refine_translator", "refiner_fine") for p in ("fp32", "fp16")}  # fmt: skip
     matching = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["precision"] == "fp32")
     tensors = matching["io"]["tensors"]
-    assert set(tensors["inputs"]) == {"f8", "score_prev", "template"} and set(tensors["outputs"]) == {"p_reuse", "delta"}
+    assert set(tensors["inputs"]) == {"f8", "f8_prev", "score_prev", "template"} and set(tensors["outputs"]) == {"p_reuse", "delta"}
     # onnx2tf reads the square [1, 64, 64] template as it is, but moves the channels of f8 last
     assert tensors["inputs"]["template"]["layout"] == "as_is" and tensors["inputs"]["f8"]["layout"] == "channels_last"
+    assert tensors["inputs"]["f8_prev"]["layout"] == "channels_last"
     fp32 = [r for r in manifest["parity"]["results"] if r["precision"] == "fp32"]
     assert max(m["max_rel"] for r in fp32 for m in r["metrics"].values()) < 1e-4
     # the bicubic upsampler's replicate padding reaches TFLite as slices, not as chains of MIRROR_PAD
@@ -299,3 +304,43 @@ def test_tflite_session_follows_pytorch(exported_tflite, runtime):
     assert result["teacher_forced"]["passed"], result
     assert result["teacher_forced"]["min_mask_iou"] >= 0.99
     assert result["free_running"]["decision_agreement"] == 1.0
+
+
+def test_change_cue_is_zero_without_change_and_scale_free():
+    from mobileseg.vos.modules import ChangeCue
+
+    f8, score = torch.rand(1, 128, 8, 14), torch.rand(1, 1, 4, 7)
+    assert torch.equal(ChangeCue()(f8, f8, score), torch.zeros(1, 2, 8, 14))
+    moved = torch.roll(f8, 2, dims=3)
+    cue = ChangeCue()(moved, f8, score)
+    torch.testing.assert_close(ChangeCue()(3 * moved, 3 * f8, score), cue)
+    assert cue[:, 0].mean() > 0.1 and torch.all(cue[:, 1] <= cue[:, 0])
+
+
+def test_gate_with_change_cue_ranks_held_out_change_and_the_papers_gate_does_not():
+    """A 300-step gate training (no backbone pretraining) on 8 sequences, judged on 6 others with every
+    frame computed: the change cue ranks the true IoU; the paper's inputs alone do not generalise."""
+    from mobileseg.vos.train import TrainConfig, evaluate_gate, train_gate
+
+    config = TrainConfig(backbone_steps=0, segmentation_steps=4, sequences=2, gate_sequences=8, gate_steps=300, heldout=6, length=16)
+    with_cue, _ = train_gate(config)
+    paper, _ = train_gate(dataclasses.replace(config, change_cue=False))
+    rho_cue = evaluate_gate(with_cue, config, tau=1.0)["spearman_p_reuse_vs_iou"]
+    rho_paper = evaluate_gate(paper, config, tau=1.0)["spearman_p_reuse_vs_iou"] or 0.0
+    assert rho_cue >= 0.5 and rho_cue > rho_paper + 0.2, (rho_cue, rho_paper)
+
+
+def test_weights_without_an_architecture_record_load_as_the_papers_gate(tmp_path, sequence):
+    from mobileseg.vos.model import subgraphs
+    from mobileseg.vos.train import load_weights
+
+    paper = build_model(0, *SIZE, change_cue=False)
+    torch.save({"format": "mobileseg-vos-weights/1", "state_dict": paper.state_dict(), "report": {}}, tmp_path / "old.pt")
+    loaded, _ = load_weights(tmp_path / "old.pt")
+    assert not loaded.change_cue
+    matching = next(g for g in subgraphs(loaded, *SIZE) if g.name == "matching")
+    assert list(matching.inputs) == ["f8", "score_prev", "template"]
+    session = VOSSession(TorchBackend(loaded, SIZE), tau=0.5)
+    session.start(sequence.frames[0], sequence.masks[0])
+    labels, info = session.step(sequence.frames[1])
+    assert labels.shape == SIZE and 0.0 <= info.p_reuse[1] <= 1.0

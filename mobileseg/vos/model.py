@@ -10,7 +10,7 @@ subgraph               inputs → outputs                                       
 backbone_low           pixels → f4, f8                                             every frame
 backbone_high          f8 → f16, f32                                               full path (once/frame)
 template               f8, mask8 → template                                        object start
-matching               f8, score_prev, template → p_reuse, delta                   every frame, per object
+matching               f8, f8_prev, score_prev, template → p_reuse, delta          every frame, per object
 target_model           f16, project, filter → score, projected                     full path, per object
 refiner_coarse         score, f32, f16 → refined                                   full path, per object
 refine_translator      refined_prev, delta → refined                               reuse path, per object
@@ -32,6 +32,7 @@ from mobileseg.errors import MobilesegError
 from mobileseg.vos.backbone import ResNet18High, ResNet18Low, init_resnet
 from mobileseg.vos.modules import (
     TARGET_CHANNELS,
+    ChangeCue,
     DeltaGenerator,
     RefinementStage,
     RefineTranslator,
@@ -48,15 +49,22 @@ REFINE_CHANNELS = 64
 
 class ReuseGateVOS(nn.Module):
     """All trainable and frozen parts of G-FRTM-fast (ResNet-18). The target model has no parameters here:
-    its weights are fitted per object at run time and passed in."""
+    its weights are fitted per object at run time and passed in.
 
-    def __init__(self):
+    ``change_cue`` (mobileseg's default; not in the paper): the gate also sees how much f8 changed since the
+    object's last computed frame (``ChangeCue``). ``change_cue=False`` is the paper's gate, which sees the
+    dissimilarity D_t only (docs/vos.md: it did not rank held-out change without ImageNet features).
+    """
+
+    def __init__(self, change_cue: bool = True):
         super().__init__()
+        self.change_cue = change_cue
         self.backbone_low = ResNet18Low()
         self.backbone_high = ResNet18High()
         self.template_generator = TemplateGenerator(CHANNELS["f8"] + 1)
         self.matching = TemplateMatching(CHANNELS["f8"] + 1)
-        self.gate = ReuseGate()
+        self.cue = ChangeCue() if change_cue else None
+        self.gate = ReuseGate(64 + (ChangeCue.CHANNELS if change_cue else 0))
         self.delta_generator = DeltaGenerator()
         self.target_model = TargetModel()
         self.stage32 = RefinementStage(CHANNELS["f32"], REFINE_CHANNELS)
@@ -67,13 +75,22 @@ class ReuseGateVOS(nn.Module):
         self.translator = RefineTranslator(REFINE_CHANNELS)
 
     @classmethod
-    def initialised(cls, seed: int) -> ReuseGateVOS:
+    def initialised(cls, seed: int, change_cue: bool = True) -> ReuseGateVOS:
         """Seeded initialisation: Kaiming backbone, PyTorch defaults elsewhere (from the same seed)."""
         torch.manual_seed(seed)
-        model = cls()
+        model = cls(change_cue)
         init_resnet(model.backbone_low, seed)
         init_resnet(model.backbone_high, seed + 1)
         return model.eval()
+
+    def gate_and_delta(
+        self, f8: torch.Tensor, f8_prev: torch.Tensor, score_prev: torch.Tensor, template: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P_reuse [B, 1], Δ [B, 1, h16, w16]). ``f8_prev`` is f8 of the object's last computed frame; the
+        paper's gate (``change_cue=False``) ignores it."""
+        dissimilarity = self.matching(f8, score_prev, template)
+        gate_input = dissimilarity if self.cue is None else torch.cat([dissimilarity, self.cue(f8, f8_prev, score_prev)], dim=1)
+        return self.gate(gate_input), self.delta_generator(dissimilarity)
 
     def refine_coarse(self, score: torch.Tensor, f32: torch.Tensor, f16: torch.Tensor) -> torch.Tensor:
         return self.stage16(f16, score, self.stage32(f32, score))
@@ -98,11 +115,21 @@ def validate_size(height: int, width: int, what: str = "VOS input size") -> None
 class MatchingGateDelta(nn.Module):
     def __init__(self, model: ReuseGateVOS):
         super().__init__()
-        self.matching, self.gate, self.delta = model.matching, model.gate, model.delta_generator
+        self.model = model
+
+    def forward(self, f8, f8_prev, score_prev, template):
+        return self.model.gate_and_delta(f8, f8_prev, score_prev, template)
+
+
+class PaperMatchingGateDelta(nn.Module):
+    """The paper's matching subgraph: no ``f8_prev`` input."""
+
+    def __init__(self, model: ReuseGateVOS):
+        super().__init__()
+        self.model = model
 
     def forward(self, f8, score_prev, template):
-        dissimilarity = self.matching(f8, score_prev, template)
-        return self.gate(dissimilarity), self.delta(dissimilarity)
+        return self.model.gate_and_delta(f8, f8, score_prev, template)
 
 
 class RefinerCoarse(nn.Module):
@@ -158,16 +185,16 @@ def subgraphs(model: ReuseGateVOS, height: int, width: int) -> list[Subgraph]:
     """The eight subgraphs of ``model`` for a fixed input size, with their I/O names and shapes."""
     s = feature_shapes(height, width)
 
-    def pick(*names: str, rename: dict[str, str] | None = None) -> dict[str, tuple[int, ...]]:
-        rename = rename or {}
-        return {rename.get(n, n): s[n] for n in names}
+    def pick(*names: str) -> dict[str, tuple[int, ...]]:
+        return {n: s[n] for n in names}
 
     return [
         Subgraph("backbone_low", model.backbone_low, pick("pixels"), pick("f4", "f8"), "every frame"),
         Subgraph("backbone_high", model.backbone_high, pick("f8"), pick("f16", "f32"), "full path, once per frame"),
         Subgraph("template", model.template_generator, pick("f8", "mask8"), pick("template"), "object start"),
         Subgraph(
-            "matching", MatchingGateDelta(model), pick("f8", "score", "template", rename={"score": "score_prev"}),
+            "matching", MatchingGateDelta(model) if model.change_cue else PaperMatchingGateDelta(model),
+            {"f8": s["f8"], **({"f8_prev": s["f8"]} if model.change_cue else {}), "score_prev": s["score"], "template": s["template"]},
             {"p_reuse": s["p_reuse"], "delta": s["score"]}, "every frame, per object",
         ),  # fmt: skip
         Subgraph("target_model", model.target_model, pick("f16", "project", "filter"), pick("score", "projected"),

@@ -101,8 +101,25 @@ class TemplateMatching(nn.Module):
         return F.relu(self.blend(torch.cat([self.feature(x), similarity], dim=1)))
 
 
+class ChangeCue(nn.Module):
+    """mobileseg's extra gate input (not in the paper): how much the frame changed where the object was.
+
+    (f8_t, f8_prev [B, 128, h8, w8], S_prev [B, 1, h16, w16]) → [B, 2, h8, w8]: the channel mean of
+    |f8_t − f8_prev| divided by the mean |f8_prev| (a scale-free change map), and the same map weighted by
+    S_prev (bilinear to 1/8, align_corners=False, clamped to [0, 1]). No parameters.
+    """
+
+    CHANNELS = 2
+
+    def forward(self, f8: torch.Tensor, f8_prev: torch.Tensor, score_prev: torch.Tensor) -> torch.Tensor:
+        scale = f8_prev.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-6
+        change = (f8 - f8_prev).abs().mean(dim=1, keepdim=True) / scale
+        where = resize_to(score_prev, f8).clamp(0.0, 1.0)
+        return torch.cat([change, change * where], dim=1)
+
+
 class ReuseGate(nn.Module):
-    """D_t [1, 64, h8, w8] → P_reuse [1, 1]: max-pool to 7×7, conv 3×3/2 (→4×4), BN, max-pool to 3×3,
+    """D_t [1, 64, h8, w8] (with the change cue: [1, 66, h8, w8]) → P_reuse [1, 1]: max-pool to 7×7, conv 3×3/2 (→4×4), BN, max-pool to 3×3,
     conv 3×3/2 (→1×1), two-way softmax; channel 0 is the reuse probability (authors' code)."""
 
     def __init__(self, channels: int = 64, hidden: int = 16):

@@ -2,7 +2,8 @@
 
 A backend runs subgraphs by name (``run(name, inputs) -> outputs``, numpy NCHW arrays, as in the
 ``subgraphs`` table of ``mobileseg.vos.model``). ``VOSSession`` owns everything that is not a static graph:
-per-object state (template, ``score_prev`` = S_{t−n}, ``refined_prev`` = R8_{t−n}, target-model weights),
+per-object state (template, ``f8_prev`` = f8_{t−n}, ``score_prev`` = S_{t−n}, ``refined_prev`` = R8_{t−n},
+target-model weights),
 the gate decision (strict ``P_reuse > τ``; τ = 1 never reuses), ``Ŝ = S_prev + Δ``, target-model fitting
 and refreshing (``mobileseg.vos.solver``), and multi-object soft aggregation.
 """
@@ -36,6 +37,7 @@ class Backend(Protocol):
 class ObjectState:
     label: int
     template: np.ndarray
+    f8_prev: np.ndarray  # f8 of the last computed frame (the gate's change cue)
     score_prev: np.ndarray
     refined_prev: np.ndarray
     target: TargetState
@@ -168,7 +170,7 @@ class VOSSession:
             template = self._run("template", f8=features[0]["f8"], mask8=area_downsample(mask, 8)[None, None])["template"]
             score0 = self._run("target_model", f16=high[0]["f16"], project=target.project, filter=target.filter)["score"]
             refined = self._run("refiner_coarse", score=score0, f32=high[0]["f32"], f16=high[0]["f16"])["refined"]
-            self.objects.append(ObjectState(label, template, target16[0:1].copy(), refined, target, ["start"]))
+            self.objects.append(ObjectState(label, template, features[0]["f8"], target16[0:1].copy(), refined, target, ["start"]))
         self.frame_index = 0
         self.start_latency_ms = dict(self._latency)
         return (mask0 * np.isin(mask0, labels)).astype(np.uint8)
@@ -182,7 +184,7 @@ class VOSSession:
         low = self._run("backbone_low", pixels=self._pixels(frame))
         gate = {}
         for obj in self.objects:
-            gate[obj.label] = self._run("matching", f8=low["f8"], score_prev=obj.score_prev, template=obj.template)
+            gate[obj.label] = self._run("matching", f8=low["f8"], f8_prev=obj.f8_prev, score_prev=obj.score_prev, template=obj.template)
         p_reuse = {label: float(out["p_reuse"].reshape(-1)[0]) for label, out in gate.items()}
         decision = {label: "reuse" if p > self.tau else "full" for label, p in p_reuse.items()}
         if force:
@@ -195,7 +197,7 @@ class VOSSession:
                 score = target["score"]
                 projected[obj.label] = target["projected"]
                 refined = self._run("refiner_coarse", score=score, f32=high["f32"], f16=high["f16"])["refined"]
-                obj.score_prev, obj.refined_prev = score, refined
+                obj.f8_prev, obj.score_prev, obj.refined_prev = low["f8"], score, refined
             else:
                 delta = gate[obj.label]["delta"]
                 score = (obj.score_prev + delta).astype(np.float32)

@@ -59,6 +59,7 @@ class TrainConfig:
     max_gap: int = 6
     shifted_pairs: float = 0.5  # fraction of gate pairs made by displacing a frame's own score (alignment)
     learning_rate: float = 1e-3
+    change_cue: bool = True  # the gate also sees the f8 change since the last computed frame (False: the paper's gate)
 
     def validate(self) -> None:
         validate_size(self.height, self.width, "training size")
@@ -83,9 +84,9 @@ class FeatureBank:
     masks: np.ndarray  # [T, H, W] bool
 
 
-def build_model(seed: int, height: int, width: int) -> ReuseGateVOS:
+def build_model(seed: int, height: int, width: int, change_cue: bool = True) -> ReuseGateVOS:
     """Seeded model with its backbone batch norms calibrated on real photos at ``height × width``."""
-    return calibrate_backbone(ReuseGateVOS.initialised(seed), seed, height, width)
+    return calibrate_backbone(ReuseGateVOS.initialised(seed, change_cue), seed, height, width)
 
 
 def calibrate_backbone(model: ReuseGateVOS, seed: int, height: int, width: int) -> ReuseGateVOS:
@@ -228,7 +229,7 @@ def train_gate(config: TrainConfig = TrainConfig(), progress: Callable[[str, int
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    model = build_model(config.seed, config.height, config.width)
+    model = build_model(config.seed, config.height, config.width, config.change_cue)
     solver = TargetSolver(SolverConfig())
     train_sequences = [generate_sequence(config.seed * 1000 + i, config.height, config.width, config.length) for i in range(config.sequences)]
     report: dict = {"config": asdict(config), "phases": {}}
@@ -274,20 +275,21 @@ def train_gate(config: TrainConfig = TrainConfig(), progress: Callable[[str, int
         f8_0 = torch.stack([banks[k].f8[0] for k, _, _ in picks])
         mask8_0 = torch.stack([banks[k].mask8[0] for k, _, _ in picks])
         template = model.template_generator(f8_0, mask8_0)
-        score_a, target_iou = [], []
-        for k, a, b in picks:  # half the pairs: frame b against its own score displaced by whole 1/16 cells
+        score_a, f8_a, target_iou = [], [], []
+        for k, a, b in picks:  # half the pairs: frame b against its own score and f8 displaced by whole 1/16 cells
             if rng.random() < config.shifted_pairs:
                 dy, dx = (int(v) for v in rng.integers(-3, 4, size=2))
                 score_a.append(shift(banks[k].scores[b], dy, dx))
+                f8_a.append(shift(banks[k].f8[b], 2 * dy, 2 * dx))
                 target_iou.append(iou(banks[k].masks[b], shift_mask(banks[k].masks[b], 16 * dy, 16 * dx)))
             else:
                 score_a.append(banks[k].scores[a])
+                f8_a.append(banks[k].f8[a])
                 target_iou.append(iou(banks[k].masks[a], banks[k].masks[b]))
         score_a = torch.stack(score_a)
         target_iou = torch.tensor(target_iou, dtype=torch.float32)
-        dissimilarity = model.matching(_stack(banks, picks, "f8", 2), score_a, template)
-        p_reuse = model.gate(dissimilarity)[:, 0]
-        delta = model.delta_generator(dissimilarity)
+        p_reuse, delta = model.gate_and_delta(_stack(banks, picks, "f8", 2), torch.stack(f8_a), score_a, template)
+        p_reuse = p_reuse[:, 0]
         loss_gp = ((p_reuse - target_iou) ** 2).mean()
         loss_delta = F.mse_loss(delta, _stack(banks, picks, "mask16", 2) - score_a)
         return loss_gp + loss_delta
@@ -335,7 +337,8 @@ def save_weights(model: ReuseGateVOS, path: Path, report: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": WEIGHTS_FORMAT, "state_dict": model.state_dict(), "report": report}, tmp)
+    architecture = {"change_cue": model.change_cue}
+    torch.save({"format": WEIGHTS_FORMAT, "architecture": architecture, "state_dict": model.state_dict(), "report": report}, tmp)
     tmp.replace(path)
 
 
@@ -349,6 +352,7 @@ def load_weights(path: Path) -> tuple[ReuseGateVOS, dict]:
         raise MobilesegError(f"cannot read VOS weights {path}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise MobilesegError(f"{path} is not a mobileseg VOS weights file ({WEIGHTS_FORMAT})")
-    model = ReuseGateVOS()
+    # files written before the change cue existed hold the paper's gate
+    model = ReuseGateVOS(change_cue=bool(payload.get("architecture", {}).get("change_cue", False)))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload.get("report", {})
