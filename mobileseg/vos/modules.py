@@ -119,8 +119,9 @@ class ChangeCue(nn.Module):
 
 
 class ReuseGate(nn.Module):
-    """D_t [1, 64, h8, w8] (with the change cue: [1, 66, h8, w8]) → P_reuse [1, 1]: max-pool to 7×7, conv 3×3/2 (→4×4), BN, max-pool to 3×3,
-    conv 3×3/2 (→1×1), two-way softmax; channel 0 is the reuse probability (authors' code)."""
+    """D_t [1, 64, h8, w8] (with the change cue: [1, 66, h8, w8]) → P_reuse [1, 1]: max-pool to 7×7,
+    conv 3×3/2 (→4×4), BN, max-pool to 3×3, conv 3×3/2 (→1×1), two-way softmax; channel 0 is the reuse
+    probability (authors' code)."""
 
     def __init__(self, channels: int = 64, hidden: int = 16):
         super().__init__()
