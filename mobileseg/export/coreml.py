@@ -126,7 +126,7 @@ def export_coreml(
         picture_format = "pixels" if options.input_type == "image" else info.input_format
         pictures = format_input(calibration[: coreml_fallback.SAMPLES], picture_format, norm)
         fallback_feeds = [{"image": coreml_input_array(picture[None], input_spec)} for picture in pictures]
-    entries, float_program = {}, None
+    entries = {}
     with tempfile.TemporaryDirectory(prefix="mobileseg-coreml-") as scratch:
         for precision in sorted(options.precisions, key=lambda p: p != "fp32"):  # fp32 first: the fallback reads it
             file = f"model_{precision}.mlpackage"

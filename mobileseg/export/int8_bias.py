@@ -24,10 +24,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mobileseg.export.tflite_fallback import _interpreter, _op_name, read_model, write_model
+from mobileseg.export.tflite_fallback import INT8, op_name_of, read_model, tflite_interpreter, write_model
 from mobileseg.runtimes.tflite import quantize
 
-INT8 = 9  # tflite TensorType
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 PIXELS = 1 << 20  # calibration pixels a channel mean is taken over: all 16 crops at 224², one at 1024×2048
 
@@ -40,11 +39,11 @@ def correct_biases(quantized: bytes, calibrated: bytes, samples: np.ndarray) -> 
     samples = samples[: max(1, -(-PIXELS // pixels))]  # enough pictures for PIXELS pixels
     model = read_model(quantized)
     graph = model.subgraphs[0]
-    reference = _interpreter(calibrated, keep_all=True)
+    reference = tflite_interpreter(calibrated, keep_all=True)
     float_index = {detail["name"].encode(): detail["index"] for detail in reference.get_tensor_details()}
     convolutions, fused = [], 0
     for index, op in enumerate(graph.operators):
-        if _op_name(model, op) not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+        if op_name_of(model, op) not in CORRECTED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
         output = graph.tensors[op.outputs[0]]
         if output.type != INT8 or output.name not in float_index:
@@ -85,7 +84,7 @@ def _int8_channel_means(model, convolutions: list[int], samples: np.ndarray) -> 
     ``model`` pruned to them."""
     graph = model.subgraphs[0]
     outputs = [graph.operators[i].outputs[0] for i in convolutions]
-    interpreter = _interpreter(_pruned(model, outputs))
+    interpreter = tflite_interpreter(_pruned(model, outputs))
     by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
     return _channel_means(interpreter, samples, [by_name[graph.tensors[t].name.decode()] for t in outputs], dequantize=True)
 

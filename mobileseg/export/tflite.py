@@ -39,7 +39,7 @@ import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.export.int8_bias import correct_biases
-from mobileseg.export.tflite_fallback import _interpreter, read_model, with_float_fallback, write_model
+from mobileseg.export.tflite_fallback import tflite_interpreter, read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
 
@@ -344,7 +344,7 @@ def _mse_ranges(calibrated: bytes, samples: np.ndarray, per_sample: int = 4096, 
         if tensor.quantization is not None and tensor.quantization.min is not None and len(tensor.quantization.min) == 1
         and index not in graph.inputs and index not in graph.outputs
     ]  # fmt: skip
-    interpreter = _interpreter(calibrated, keep_all=True, delegates=True)
+    interpreter = tflite_interpreter(calibrated, keep_all=True, delegates=True)
     (model_input,) = interpreter.get_input_details()
     values: dict[int, list[np.ndarray]] = {index: [] for index in ranged}
     for number, sample in enumerate(samples):

@@ -51,7 +51,8 @@ def write_model(model) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _op_name(model, op) -> str:
+def op_name_of(model, op) -> str:
+    """The builtin operator name of ``op`` in a flatbuffer ``model`` (e.g. ``"CONV_2D"``)."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
@@ -67,7 +68,7 @@ def _dequantized_constants(model) -> dict[int, int]:
     graph = model.subgraphs[0]
     return {
         op.outputs[0]: index for index, op in enumerate(graph.operators)
-        if _op_name(model, op) == "DEQUANTIZE" and _is_constant(model, graph.tensors[op.inputs[0]])
+        if op_name_of(model, op) == "DEQUANTIZE" and _is_constant(model, graph.tensors[op.inputs[0]])
     }  # fmt: skip
 
 
@@ -78,7 +79,7 @@ def _quantised_inputs(model) -> dict[int, list[int]]:
     dequantized = _dequantized_constants(model)
     found = {}
     for index, op in enumerate(graph.operators):
-        if _op_name(model, op) == "DEQUANTIZE":
+        if op_name_of(model, op) == "DEQUANTIZE":
             continue
         inputs = [i for i in op.inputs if i >= 0]
         float_op = any(graph.tensors[i].type == FLOAT32 and not _is_constant(model, graph.tensors[i]) for i in inputs)
@@ -91,8 +92,8 @@ def _quantised_inputs(model) -> dict[int, list[int]]:
     return found
 
 
-def _interpreter(data: bytes, keep_all: bool = False, delegates: bool = False):
-    """A LiteRT interpreter; the built-in kernels unless ``delegates`` (a delegate would hide the
+def tflite_interpreter(data: bytes, keep_all: bool = False, delegates: bool = False):
+    """A LiteRT interpreter on ``data``, tensors allocated; the built-in kernels unless ``delegates`` (a delegate would hide the
     intermediate tensors that ``keep_all`` keeps)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -157,7 +158,7 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
     chunks.append(current)
     names = [t.name.decode() for t in graph.tensors]
     stats = ChannelErrors()
-    float_interpreter = _interpreter(reference, keep_all=True)
+    float_interpreter = tflite_interpreter(reference, keep_all=True)
     float_tensors = {d["name"]: d["index"] for d in float_interpreter.get_tensor_details()}
     (float_input,) = float_interpreter.get_input_details()
     isolated = [(chunk, *_isolated(model, chunk)) for chunk in chunks]
@@ -165,7 +166,7 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
         float_interpreter.set_tensor(float_input["index"], np.ascontiguousarray(sample[None], dtype=float_input["dtype"]))
         float_interpreter.invoke()
         for chunk, data, feeds in isolated:
-            interpreter = _interpreter(data)
+            interpreter = tflite_interpreter(data)
             for detail in interpreter.get_input_details():
                 interpreter.set_tensor(detail["index"], float_interpreter.get_tensor(float_tensors[feeds[detail["name"]]]))
             interpreter.invoke()
@@ -180,7 +181,7 @@ def local_errors(quantized: bytes, reference: bytes, samples: np.ndarray, budget
     errors = []
     for index, error in stats.relative().items():
         op = graph.operators[index]
-        errors.append(OpError(index, _op_name(model, op), names[op.outputs[0]], error))
+        errors.append(OpError(index, op_name_of(model, op), names[op.outputs[0]], error))
     return errors
 
 
@@ -212,7 +213,7 @@ def keep_float(quantized: bytes, reference: bytes, outputs: set[str]) -> bytes:
             graph.tensors.append(weight)
             previous = op.inputs[position]
             op.inputs[position] = len(graph.tensors) - 1
-            if previous in producer and _op_name(model, graph.operators[producer[previous]]) == "DEQUANTIZE":
+            if previous in producer and op_name_of(model, graph.operators[producer[previous]]) == "DEQUANTIZE":
                 dropped.add(producer[previous])
     still_read = {i for op in graph.operators for i in op.inputs}
     graph.operators = [
@@ -236,7 +237,7 @@ def label_agreement(data: bytes, expected: list[np.ndarray], samples: np.ndarray
 
 def _outputs(data: bytes, samples: np.ndarray) -> list[np.ndarray]:
     """The model's output on each sample (with LiteRT's default XNNPACK delegate, as apps run it)."""
-    interpreter = _interpreter(data, delegates=True)
+    interpreter = tflite_interpreter(data, delegates=True)
     (model_input,), (model_output,) = interpreter.get_input_details(), interpreter.get_output_details()
     values = []
     for sample in samples:
@@ -266,7 +267,7 @@ def with_float_fallback(
     graph = model.subgraphs[0]
     candidates = sorted(_quantised_inputs(model))
     output_of = {index: graph.tensors[graph.operators[index].outputs[0]].name.decode() for index in candidates}
-    keep = {output_of[i] for i in candidates if _op_name(model, graph.operators[i]) in forced}
+    keep = {output_of[i] for i in candidates if op_name_of(model, graph.operators[i]) in forced}
 
     built: dict[frozenset[str], bytes] = {}
 

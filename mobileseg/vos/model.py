@@ -121,12 +121,8 @@ class MatchingGateDelta(nn.Module):
         return self.model.gate_and_delta(f8, f8_prev, score_prev, template)
 
 
-class PaperMatchingGateDelta(nn.Module):
+class PaperMatchingGateDelta(MatchingGateDelta):
     """The paper's matching subgraph: no ``f8_prev`` input."""
-
-    def __init__(self, model: ReuseGateVOS):
-        super().__init__()
-        self.model = model
 
     def forward(self, f8, score_prev, template):
         return self.model.gate_and_delta(f8, f8, score_prev, template)
