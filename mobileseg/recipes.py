@@ -26,10 +26,12 @@ TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("
 TARGET_OPTIONS = {
     "onnx": {"precisions", "opset", "exporter", "simplify"},
     "coreml": {"precisions", "input_type", "minimum_deployment_target", "source", "float_fallback"},
-    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback", "bias_correction"},
+    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback", "bias_correction", "channel_equalization"},
 }
 # Options that are switches: a YAML string such as "no" must not read as true.
 SWITCH_OPTIONS = {"simplify", "keep_nchw", "int8_io", "float_fallback", "bias_correction"}
+# Options that are numbers (YAML ints or floats; a string is a recipe error, not a traceback later).
+NUMBER_OPTIONS = {"opset", "calibration_samples", "channel_equalization"}
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,11 @@ def validate(recipe: Recipe) -> None:
         not_switches = sorted(k for k in SWITCH_OPTIONS & set(options) if not isinstance(options[k], bool))
         if not_switches:
             raise RecipeError(f"{where}: {target} option(s) {', '.join(not_switches)} must be true or false")
+        not_numbers = sorted(
+            k for k in NUMBER_OPTIONS & set(options) if isinstance(options[k], bool) or not isinstance(options[k], (int, float))
+        )  # fmt: skip
+        if not_numbers:
+            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_numbers)} must be numbers")
         for precision in precisions(target, options):
             if precision not in TARGET_PRECISIONS[target]:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")

@@ -125,6 +125,15 @@ def test_a_switch_option_that_is_not_true_or_false_is_a_recipe_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_number_option_that_is_not_a_number_is_a_recipe_error(tmp_path):
+    recipe = tmp_path / "sinet.yaml"
+    text = (Path(__file__).parent.parent / "export_recipes" / "sinet.yaml").read_text()
+    recipe.write_text(text.replace("channel_equalization: 0.75", "channel_equalization: lots"))
+    with pytest.raises(RecipeError, match=r"tflite option\(s\) channel_equalization must be numbers"):
+        export_model(ExportRequest("sinet", recipe=recipe, targets=["tflite"], out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("MOBILESEG_WEIGHTS_DIR")
     with pytest.raises(CheckpointError, match="--weights PATH.*sinet_portrait_eg1800.pth.*--random-weights"):
@@ -147,7 +156,7 @@ def test_verify_detects_a_wrong_model(tmp_path):
 
 @pytest.mark.parametrize("name", ["sinet", "extremec3net"])
 def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path):
-    """The int8 path's graph: merge BNs folded, pyramids balanced, and the BNs that follow no convolution
+    """The int8 path's graph: merge BNs folded, channel ranges equalised, pyramids balanced, and the BNs that follow no convolution
     rewritten as depthwise 1×1 convolutions in the ONNX file; onnxruntime computes the same logits."""
     import torch
 
@@ -163,6 +172,7 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     calibration = calibration_images(2, height, width, exclude=recipe.parity_photos).transpose(0, 3, 1, 2)
     module, record = int8_module(reference, calibration)
     assert record["merge_batchnorms_folded"] > 0 and len(record["image_pyramid_gains"]) == (2 if name == "extremec3net" else 0)
+    assert record["channels_equalized"] == {"tensors": 22 if name == "sinet" else 48, "strength": 0.75}
     path = tmp_path / "model_int8.onnx"
     export_onnx(module, torch.rand(1, 3, height, width), path, OnnxOptions())
     image = resize_rgb01(photo("astronaut"), height, width).transpose(2, 0, 1)[None].astype(np.float32)

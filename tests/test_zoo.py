@@ -7,7 +7,13 @@ import torch
 from mobileseg import zoo
 from mobileseg.errors import InputSizeError, UnknownModelError
 from mobileseg.images import photo, resize_rgb01
-from mobileseg.zoo.blocks import ImagePyramid, MergeModule, balance_image_pyramids, fold_merge_batchnorms
+from mobileseg.zoo.blocks import (
+    ImagePyramid,
+    MergeModule,
+    balance_image_pyramids,
+    equalize_channel_ranges,
+    fold_merge_batchnorms,
+)
 from mobileseg.zoo.macs import count_macs, count_params
 
 from conftest import TEST_SIZES, official_weights
@@ -124,3 +130,35 @@ def test_balancing_the_image_pyramids_keeps_the_function(name):
         reference, rewritten = model(normalized[1][None]), balanced(normalized[1][None])
     assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
     assert not any(isinstance(m, ImagePyramid) and m.gain is not None for m in model.modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("name", ["sinet", "extremec3net"])
+def test_equalizing_channel_ranges_keeps_the_function_and_narrows_the_spread(name):
+    """The int8 rewrite inside blocks: each listed tensor's channels are divided by (peak / max peak) ** strength
+    and the reading convolution multiplies them back."""
+    model = zoo.build(name, official_weights(name))
+    height, width = TEST_SIZES[name]
+    images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("rocket", "astronaut")]
+    normalized = [zoo.spec(name).normalization.apply(image[None]) for image in images]
+    folded, _ = fold_merge_batchnorms(model)
+    equalized = copy.deepcopy(folded)
+    sites = [e for m in equalized.modules() if hasattr(m, "channel_equalizations") for e in m.channel_equalizations()]
+    assert equalize_channel_ranges(equalized, normalized[0], strength=1.0) == len(sites) > 10
+
+    def spreads(module: torch.nn.Module) -> list[float]:
+        found = [e.measured for m in module.modules() if hasattr(m, "channel_equalizations") for e in m.channel_equalizations()]
+        peaks: dict[int, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o, k=k: peaks.__setitem__(k, o.abs().amax(dim=(0, 2, 3)))) for k, m in enumerate(found)]
+        with torch.no_grad():
+            module(normalized[0])
+        for hook in hooks:
+            hook.remove()
+        # channels below 1/1000 of the widest (dead ones) are left as they are
+        return [float(p[p > 1e-3 * p.max()].median() / p.max()) for _, p in sorted(peaks.items())]
+
+    before, after = spreads(folded), spreads(equalized)
+    assert min(after) > 0.99  # strength 1 on the measured picture: every channel reaches the widest one's peak
+    assert np.mean(before) < 0.6
+    with torch.no_grad():
+        reference, rewritten = folded(normalized[1]), equalized(normalized[1])
+    assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5

@@ -299,7 +299,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
                 # int8 converts the same function rewritten to quantise well (exact to ~1e-5; see
                 # export/int8_graph.py). Float precisions keep the graph of the ONNX artifact; the second
                 # onnx2tf run this costs is paid only when int8 is asked for.
-                int8_reference, rewrites = int8_module(reference, calibration)
+                int8_reference, rewrites = int8_module(reference, calibration, tflite_options.channel_equalization)
                 int8_onnx = Path(scratch) / "model_int8.onnx"
                 export_onnx(int8_reference, example, int8_onnx, options)
                 rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
@@ -378,6 +378,7 @@ def _tflite_options(options: dict) -> TfliteOptions:
         activation_ranges=str(options.get("activation_ranges", TfliteOptions.activation_ranges)),
         float_fallback=bool(options.get("float_fallback", TfliteOptions.float_fallback)),
         bias_correction=bool(options.get("bias_correction", TfliteOptions.bias_correction)),
+        channel_equalization=float(options.get("channel_equalization", TfliteOptions.channel_equalization)),
     )
 
 

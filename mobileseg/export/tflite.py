@@ -63,6 +63,7 @@ class TfliteOptions:
     activation_ranges: str = "minmax"  # int8 activation ranges: "minmax" (observed) or "mse" (see _mse_ranges)
     float_fallback: bool = True  # fp16 / dynamic: float32 weights where quantised ones wreck the result
     bias_correction: bool = True  # int8: take each convolution's mean output shift out of its bias (int8_bias.py)
+    channel_equalization: float = 0.75  # int8: strength of the channel-range equalisation (int8_graph.py); 0 = off
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
@@ -72,6 +73,8 @@ class TfliteOptions:
             raise ExportError("--int8-io needs a float input format (rgb01 or normalized); uint8 input is already integer")
         if self.calibration_samples < 1:
             raise ExportError("tflite calibration needs at least one sample")
+        if not 0.0 <= self.channel_equalization <= 1.0:
+            raise ExportError(f"tflite channel_equalization must be between 0 (off) and 1, not {self.channel_equalization}")
         if self.activation_ranges not in RANGE_METHODS:
             raise ExportError(
                 f"unknown int8 activation range method {self.activation_ranges!r}; choose {' or '.join(RANGE_METHODS)}"

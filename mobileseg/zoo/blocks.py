@@ -12,9 +12,10 @@ Conventions
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,15 @@ def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """The eval-mode batch norm as ``scale * x + shift``, per channel."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+class ChannelEqualization(NamedTuple):
+    """A tensor whose channels an int8 rewrite may rescale without changing the function (see
+    `equalize_channel_ranges`): ``measured``'s output, and ``apply(scale)``, which divides its channel c
+    by ``scale[c]`` and multiplies it back further on (a per-channel op such as PReLU may lie between)."""
+
+    measured: nn.Module
+    apply: Callable[[torch.Tensor], None]
 
 
 class ConvBNPReLU(nn.Module):
@@ -103,6 +113,17 @@ class SeparableConvBNPReLU(nn.Module):
             x = self.se(x)
         return self.act(self.bn(self.pw(x)))
 
+    def channel_equalizations(self) -> list[ChannelEqualization]:
+        """The depthwise output: its kernels divide, the SE's first layer and the pointwise conv multiply."""
+
+        def apply(scale: torch.Tensor) -> None:
+            self.dw.weight.div_(scale.view(-1, 1, 1, 1))
+            if self.se is not None:
+                self.se.fc1.weight.mul_(scale.view(1, -1))
+            self.pw.weight.mul_(scale.view(1, -1, 1, 1))
+
+        return [ChannelEqualization(self.dw, apply)]
+
 
 class ChannelShuffle(nn.Module):
     """ShuffleNet channel shuffle: (N, g·c, H, W) → view (N, g, c, H, W) → swap g, c → (N, c·g, H, W)."""
@@ -160,6 +181,17 @@ class S2Block(nn.Module):
         if self.pool > 1:
             x = upsample_bilinear(x, self.pool, align_corners=True)
         return self.bn(x)
+
+    def channel_equalizations(self) -> list[ChannelEqualization]:
+        """The PReLU's input and output: the depthwise BN(s) divide, the pointwise conv multiplies."""
+
+        def apply(scale: torch.Tensor) -> None:
+            for bn in (self.dw_v_bn, self.dw_h_bn) if self.factorized else (self.dw_bn,):
+                bn.weight.div_(scale)
+                bn.bias.div_(scale)
+            self.pw.weight.mul_(scale.view(1, -1, 1, 1))
+
+        return [ChannelEqualization(self.act, apply)]
 
     @torch.no_grad()
     def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
@@ -279,6 +311,25 @@ class C3Block(nn.Module):
             x = self.conc_h_bn(self.conc_h(self.conc_act(self.conc_v_bn(self.conc_v(x)))))
         return self.pw(self.dilated_dw(x))
 
+    def channel_equalizations(self) -> list[ChannelEqualization]:
+        """With d > 1: the PReLU's output (the first BN divides, the 1×(2d−1) kernels multiply) and the
+        second BN's output (that BN divides, the pointwise conv multiplies; the dilated depthwise conv
+        between them is per channel)."""
+        if self.dilation == 1:
+            return []
+
+        def apply_act(scale: torch.Tensor) -> None:
+            self.conc_v_bn.weight.div_(scale)
+            self.conc_v_bn.bias.div_(scale)
+            self.conc_h.weight.mul_(scale.view(-1, 1, 1, 1))
+
+        def apply_bn(scale: torch.Tensor) -> None:
+            self.conc_h_bn.weight.div_(scale)
+            self.conc_h_bn.bias.div_(scale)
+            self.pw.weight.mul_(scale.view(1, -1, 1, 1))
+
+        return [ChannelEqualization(self.conc_act, apply_act), ChannelEqualization(self.conc_h_bn, apply_bn)]
+
     @torch.no_grad()
     def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         """Make the block return ``scale * out + shift`` (per channel): the pointwise conv gains a bias."""
@@ -390,6 +441,40 @@ def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[floa
         bn.running_mean[fusion.channels] *= gain
         gains.append(current * gain)
     return gains
+
+
+@torch.no_grad()
+def equalize_channel_ranges(model: nn.Module, samples: torch.Tensor, strength: float = 0.5) -> int:
+    """Rescale channels so they span more similar ranges; the function is unchanged. For int8 export,
+    in place; returns how many tensors were rescaled. Blocks list their tensors in ``channel_equalizations()``.
+
+    An int8 activation has one scale for all its channels, set by the widest: in SINet's down-sampling
+    depthwise output the median channel spans a tenth of the widest, so it keeps ~25 levels. Channel c
+    of each listed tensor is divided by ``(peak_c / peak_max) ** strength`` (peaks of |x| on ``samples``,
+    (N, 3, H, W) inputs of ``model``), which narrows the spread of ranges; the convolution that reads the
+    tensor takes the factor back in its weights, whose int8 scales are per output channel. ``strength``
+    1 equalises the ranges fully and moves all of the spread into those weights; 0.5 splits it.
+    """
+    sites = [e for m in model.modules() if hasattr(m, "channel_equalizations") for e in m.channel_equalizations()]
+    if not sites:
+        return 0
+    peaks: list[torch.Tensor | None] = [None] * len(sites)
+
+    def record(index: int, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        peak = output.abs().amax(dim=(0, 2, 3))
+        peaks[index] = peak if peaks[index] is None else torch.maximum(peaks[index], peak)
+
+    hooks = [site.measured.register_forward_hook(partial(record, i)) for i, site in enumerate(sites)]
+    try:
+        for sample in samples:
+            model(sample[None])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for site, peak in zip(sites, peaks):
+        scale = (peak / peak.max()).clamp(min=1e-3) ** strength
+        site.apply(torch.where(peak > 0, scale, torch.ones_like(scale)))
+    return len(sites)
 
 
 def information_blocking(coarse: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
