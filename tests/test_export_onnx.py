@@ -116,20 +116,17 @@ def test_bad_requests_leave_nothing_behind(request_kwargs, error, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_switch_option_that_is_not_true_or_false_is_a_recipe_error(tmp_path):
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("bias_correction: true", 'bias_correction: "no"', r"tflite option\(s\) bias_correction must be true or false"),
+    ("channel_equalization: 0.75", "channel_equalization: lots", r"tflite option\(s\) channel_equalization must be numbers"),
+])  # fmt: skip
+def test_a_recipe_option_of_the_wrong_kind_is_a_recipe_error(option, value, message, tmp_path):
+    """A switch that is not true/false, or a number option that is not a number: one error, nothing written."""
     recipe = tmp_path / "sinet.yaml"
     text = (Path(__file__).parent.parent / "export_recipes" / "sinet.yaml").read_text()
-    recipe.write_text(text.replace("bias_correction: true", 'bias_correction: "no"'))
-    with pytest.raises(RecipeError, match=r"tflite option\(s\) bias_correction must be true or false"):
-        export_model(ExportRequest("sinet", recipe=recipe, targets=["tflite"], out=tmp_path / "out"))
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_number_option_that_is_not_a_number_is_a_recipe_error(tmp_path):
-    recipe = tmp_path / "sinet.yaml"
-    text = (Path(__file__).parent.parent / "export_recipes" / "sinet.yaml").read_text()
-    recipe.write_text(text.replace("channel_equalization: 0.75", "channel_equalization: lots"))
-    with pytest.raises(RecipeError, match=r"tflite option\(s\) channel_equalization must be numbers"):
+    assert option in text
+    recipe.write_text(text.replace(option, value))
+    with pytest.raises(RecipeError, match=message):
         export_model(ExportRequest("sinet", recipe=recipe, targets=["tflite"], out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
@@ -163,6 +160,7 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import OnnxOptions, export_onnx
     from mobileseg.export.pipeline import build_reference
+    from mobileseg.export.tflite import TfliteOptions
     from mobileseg.images import calibration_images, photo, resize_rgb01
     from mobileseg.recipes import load_recipe
 
@@ -170,7 +168,7 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     reference = build_reference(recipe, official_weights(name))
     height, width = recipe.input_size
     calibration = calibration_images(2, height, width, exclude=recipe.parity_photos).transpose(0, 3, 1, 2)
-    module, record = int8_module(reference, calibration)
+    module, record = int8_module(reference, calibration, TfliteOptions().channel_equalization)
     assert record["merge_batchnorms_folded"] > 0 and len(record["image_pyramid_gains"]) == (2 if name == "extremec3net" else 0)
     assert record["channels_equalized"] == {"tensors": 22 if name == "sinet" else 48, "strength": 0.75}
     path = tmp_path / "model_int8.onnx"

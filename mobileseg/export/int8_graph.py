@@ -21,7 +21,7 @@ from torch import nn
 from mobileseg.zoo.blocks import balance_image_pyramids, equalize_channel_ranges, fold_merge_batchnorms
 
 
-def int8_module(reference: nn.Module, calibration: np.ndarray, equalization: float = 0.75) -> tuple[nn.Module, dict]:
+def int8_module(reference: nn.Module, calibration: np.ndarray, equalization: float) -> tuple[nn.Module, dict]:
     """A copy of ``reference`` with merge BNs folded, channel ranges equalised with strength ``equalization``
     (0: not) and pyramid images balanced, measured on ``calibration`` ((N, 3, H, W) inputs of
     ``reference``); and a record of what was rewritten."""

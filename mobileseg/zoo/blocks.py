@@ -401,6 +401,16 @@ def stem_and_stage2_fusions(network: nn.Module) -> list[PyramidFusion]:
     ]
 
 
+def _run_hooked(model: nn.Module, samples: torch.Tensor, hooks: list) -> None:
+    """Run ``model`` on each of ``samples`` (one at a time) for its measuring ``hooks``, then remove them."""
+    try:
+        for sample in samples:
+            model(sample[None])
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.no_grad()
 def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[float]:
     """Scale each pyramid image to the peak of the features it is concatenated with; the function is unchanged.
@@ -425,12 +435,7 @@ def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[floa
         peaks[index][1] = max(peaks[index][1], merged[:, keep].abs().max().item())
 
     hooks = [f.fuse.register_forward_pre_hook(partial(record, i, f)) for i, f in enumerate(fusions)]
-    try:
-        for sample in samples:
-            model(sample[None])
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _run_hooked(model, samples, hooks)
     gains = []
     for fusion, (image_peak, feature_peak) in zip(fusions, peaks):
         gain = feature_peak / image_peak if image_peak > 0 and feature_peak > 0 else 1.0
@@ -444,7 +449,7 @@ def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[floa
 
 
 @torch.no_grad()
-def equalize_channel_ranges(model: nn.Module, samples: torch.Tensor, strength: float = 0.5) -> int:
+def equalize_channel_ranges(model: nn.Module, samples: torch.Tensor, strength: float) -> int:
     """Rescale channels so they span more similar ranges; the function is unchanged. For int8 export,
     in place; returns how many tensors were rescaled. Blocks list their tensors in ``channel_equalizations()``.
 
@@ -465,12 +470,7 @@ def equalize_channel_ranges(model: nn.Module, samples: torch.Tensor, strength: f
         peaks[index] = peak if peaks[index] is None else torch.maximum(peaks[index], peak)
 
     hooks = [site.measured.register_forward_hook(partial(record, i)) for i, site in enumerate(sites)]
-    try:
-        for sample in samples:
-            model(sample[None])
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _run_hooked(model, samples, hooks)
     for site, peak in zip(sites, peaks):
         scale = (peak / peak.max()).clamp(min=1e-3) ** strength
         site.apply(torch.where(peak > 0, scale, torch.ones_like(scale)))
