@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough
+from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough, label_map
 from mobileseg.export.fallback import label_agreement as pooled_agreement
 from mobileseg.runtimes.mil_ops import KERNELS
 from mobileseg.runtimes.mil_reference import MilProgram, to_fp16
@@ -67,7 +67,7 @@ class FloatRun:
 
     errors: dict[str, float]  # fp16 local error: worst channel's RMS error / its spread
     peaks: dict[str, float]  # largest magnitude among the op's float inputs and outputs
-    expected: list[np.ndarray]  # the program's first output on each feed
+    expected: list[np.ndarray]  # the label map of the program's first output on each feed
 
 
 def float_run(program: MilProgram, feeds: Sequence[dict], candidates: Collection[str]) -> FloatRun:
@@ -86,13 +86,13 @@ def float_run(program: MilProgram, feeds: Sequence[dict], candidates: Collection
         peaks[op.name] = max(peak, peaks.get(op.name, 0.0))
 
     output = program.output_names[0]
-    expected = [program.run(feed, observe=observe)[output] for feed in feeds]
+    expected = [label_map(program.run(feed, observe=observe)[output]) for feed in feeds]
     return FloatRun(stats.relative(), peaks, expected)
 
 
 def label_agreement(program: MilProgram, feeds: Sequence[dict], expected: Sequence[np.ndarray], half: Collection[str] = ()) -> float:
-    """`fallback.label_agreement` of ``program`` with ``expected`` on ``feeds``, with the ops in ``half``
-    emulated in fp16."""
+    """`fallback.label_agreement` of ``program`` with ``expected`` (label maps) on ``feeds``, with the ops
+    in ``half`` emulated in fp16."""
     output = program.output_names[0]
     return pooled_agreement((program.run(feed, half=half)[output], reference) for feed, reference in zip(feeds, expected))
 
@@ -101,7 +101,7 @@ def choose_fp32_ops(
     program: MilProgram, feeds: Sequence[dict], goal: float = GOAL, local_limit: float = LOCAL_LIMIT
 ) -> tuple[Fallback, list[np.ndarray]]:
     """The fp32 ops (by MIL name) an fp16 conversion of the float32 ``program`` needs to agree with it on
-    ``feeds`` to ``goal``, as a `Fallback` whose agreements are the emulated ones; and the float32 outputs."""
+    ``feeds`` to ``goal``, as a `Fallback` whose agreements are the emulated ones; and the float32 label maps."""
     candidates = fp16_candidates(program)
     run = float_run(program, feeds, candidates)
 

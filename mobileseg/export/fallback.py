@@ -27,14 +27,19 @@ class ChannelErrors:
 
     def add(self, key: Hashable, reference: np.ndarray, produced: np.ndarray, channel_axis: int | None) -> None:
         """Accumulate one pair of tensors; ``channel_axis`` None treats the tensor as a single channel."""
-        ref = np.asarray(reference, dtype=np.float64)
-        diff = np.asarray(produced, dtype=np.float64) - ref
+        ref = np.asarray(reference)
+        # (before, channels, after) views: the channel sums reduce contiguous runs instead of moving the axis
         if channel_axis is None:
-            ref, diff = ref.reshape(-1, 1), diff.reshape(-1, 1)
+            shape = (1, 1, -1)
         else:
-            ref = np.moveaxis(ref, channel_axis, -1).reshape(-1, ref.shape[channel_axis])
-            diff = np.moveaxis(diff, channel_axis, -1).reshape(ref.shape)
-        parts = [np.full(ref.shape[1], ref.shape[0], np.float64), ref.sum(0), (ref**2).sum(0), (diff**2).sum(0)]
+            axis = channel_axis % ref.ndim
+            shape = (int(np.prod(ref.shape[:axis])), ref.shape[axis], -1)
+        ref = ref.reshape(shape).astype(np.float64)  # float64: E[x²] − E[x]² of a tiny spread on a large mean
+        diff = np.subtract(np.asarray(produced).reshape(shape), ref, dtype=np.float64)
+        parts = [
+            np.full(ref.shape[1], ref.shape[0] * ref.shape[2], np.float64), ref.sum((0, 2)),
+            np.einsum("bcx,bcx->c", ref, ref), np.einsum("bcx,bcx->c", diff, diff),
+        ]  # fmt: skip
         previous = self._sums.get(key)
         self._sums[key] = parts if previous is None else [a + b for a, b in zip(previous, parts)]
 
@@ -64,12 +69,18 @@ def shortest_prefix(items: Sequence, score: Callable[[Sequence], float], goal: f
     return high, best
 
 
+def label_map(output: np.ndarray) -> np.ndarray:
+    """The (N, H, W) labels of an NCHW output: argmax over the channels (the sign of a single channel)."""
+    return labels(output, "")
+
+
 def label_agreement(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Share of pixels, over all ``(produced, expected)`` NCHW output pairs, whose label (argmax over the
-    channels; the sign of a single channel) is the same in both."""
+    """Share of pixels, over all ``(produced, expected)`` pairs of an NCHW output and the `label_map` it
+    should have (computed once by the caller: a search compares many outputs with the same maps), whose
+    label is the same in both."""
     agreeing = total = 0
     for produced, expected in pairs:
-        same = labels(produced, "") == labels(expected, "")
+        same = label_map(produced) == expected
         agreeing, total = agreeing + int(same.sum()), total + same.size
     return agreeing / total
 

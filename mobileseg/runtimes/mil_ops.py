@@ -199,9 +199,7 @@ def leaky_relu(x, alpha=0.01):
 @kernel("prelu")
 def prelu(x, alpha):
     """Per-channel slopes on axis 1 (``alpha`` has C values, or one value shared by all channels)."""
-    slopes = as_tensor(alpha).reshape(-1)
-    slopes = slopes.view([1, -1] + [1] * (x.dim() - 2)) if slopes.numel() > 1 else slopes
-    return torch.where(x >= 0, x, x * slopes)
+    return F.prelu(x, as_tensor(alpha).reshape(-1).to(x.dtype))
 
 
 @kernel("clip")

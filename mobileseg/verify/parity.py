@@ -16,7 +16,7 @@ from mobileseg.images import photo, quantize_pixels, random_image, resize_rgb01
 from mobileseg.recipes import Recipe
 from mobileseg.runtimes import get_runtime, runtimes_for
 from mobileseg.runtimes.torch_runtime import TorchRuntime
-from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, widened
+from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, labels, widened
 
 REFERENCE_NOTE = (
     "reference: PyTorch eager (float32, CPU) on the same inputs, preprocessing included; an fp32 artifact "
@@ -181,6 +181,7 @@ def run_parity(
     input_name = "image"
     torch_session = TorchRuntime().from_module(reference, [input_name], ["logits"], threads)
     expected = [torch_session.run({input_name: case.as_format(recipe.input_format, recipe)})["logits"] for case in cases]
+    expected_labels = [labels(e, output_kind) for e in expected] if output_kind is not None else [None] * len(expected)
     float64_reference = Float64Reference(reference)
     floors: dict[int, dict[str, float]] = {}
     results = []
@@ -206,12 +207,12 @@ def run_parity(
             except Exception as exc:  # a runtime crash is a parity failure, reported, not raised
                 result.status, result.reason = "error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                 continue
-            for index, (case, ref, out) in enumerate(zip(cases, expected, outputs)):
+            for index, (case, ref, ref_labels, out) in enumerate(zip(cases, expected, expected_labels, outputs)):
                 candidate = next(iter(out.values()))
                 gated = tolerance.get(JUDGED_ON_KEY, "all") == "all" or case.label.startswith("photo:")
                 record = {}
                 try:
-                    metrics = compare(ref, candidate, output_kind)
+                    metrics = compare(ref, candidate, output_kind, ref_labels)
                     failures = check(metrics, tolerance) if gated else []
                     if failures and artifact["precision"] == "fp32":
                         exact = float64_reference(index, case.as_format(recipe.input_format, recipe))
