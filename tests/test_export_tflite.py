@@ -14,6 +14,8 @@ pytest.importorskip("onnx2tf")
 from conftest import assert_fallback_reached_goal, official_weights, results_by  # noqa: E402
 
 from mobileseg.errors import ExportError  # noqa: E402
+from mobileseg.export import tflite_fallback  # noqa: E402
+from mobileseg.export.fallback import ChannelErrors  # noqa: E402
 from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
 from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
 from mobileseg.export.tflite import TfliteOptions, _least_error_range, ambiguous_tensors, export_tflite  # noqa: E402
@@ -242,8 +244,6 @@ def test_fp16_float_fallback_recovers_the_labels_with_most_weights_still_fp16(c3
 def test_keep_float_on_every_quantised_op_gives_the_float_file_back(c3net_fp16, tmp_path):
     """The rewrite itself is exact: with every fp16 constant replaced by its float32 original, the file
     computes what the fp32 file computes."""
-    from mobileseg.export import tflite_fallback
-
     folder = c3net_fp16.folder
     quantised, reference = (folder / "model_fp16.tflite").read_bytes(), (folder / "model_fp32.tflite").read_bytes()
     model = tflite_fallback.read_model(quantised)
@@ -274,3 +274,31 @@ def test_fallback_reads_labels_on_the_channel_axis_of_a_half_resolution_nhwc_out
     independent = np.mean([(a.argmax(-1) == b.argmax(-1)).mean() for a, b in zip(expected, produced)])
     _, fallback = tflite_fallback.with_float_fallback(quantised, reference, samples, (1, 19, 64, 128), goal=0.0, local_limit=1.0)
     assert fallback.agreement_before == pytest.approx(independent, abs=1e-9)
+
+
+def test_read_model_gives_a_fresh_object_model_each_time(c3net_fp16):
+    quantised = (c3net_fp16.folder / "model_fp16.tflite").read_bytes()
+    first = tflite_fallback.read_model(quantised)
+    first.subgraphs[0].operators.clear()  # what keep_float and the int8 passes do to their copy
+    assert tflite_fallback.read_model(quantised).subgraphs[0].operators
+
+
+@pytest.mark.parametrize("shape, axis", [((2, 5, 7, 9), 1), ((2, 7, 9, 5), -1), ((3, 11), None)])
+def test_channel_errors_are_each_channels_rms_error_over_its_spread(shape, axis):
+    # a small spread on a large mean: the case the fallbacks exist for (Cityscapes channels of -108 ± 0.016)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for scale in (1.0, 1.01):
+        reference = (rng.normal(100, 0.02, shape) * scale).astype(np.float32)
+        pairs.append((reference, (reference + rng.normal(0, 0.001, shape)).astype(np.float32)))
+    stats = ChannelErrors()
+    for reference, produced in pairs:
+        stats.add("op", reference, produced, axis)
+    reference, produced = (np.concatenate(t).astype(np.float64) for t in zip(*pairs))
+    if axis is None:
+        reference, produced = reference.reshape(-1, 1), produced.reshape(-1, 1)
+    else:
+        reference = np.moveaxis(reference, axis, -1).reshape(-1, shape[axis])
+        produced = np.moveaxis(produced, axis, -1).reshape(reference.shape)
+    expected = (np.sqrt(((produced - reference) ** 2).mean(0)) / reference.std(0)).max()
+    assert stats.relative()["op"] == pytest.approx(expected, rel=1e-6)

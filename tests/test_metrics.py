@@ -52,3 +52,18 @@ def test_check_reports_violations_only():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         compare(np.zeros((1, 2, 4, 4)), np.zeros((1, 2, 4, 3)))
+
+
+def test_blocked_sums_match_whole_tensor_float64_and_reused_labels_change_nothing():
+    # larger than one block of `_sums`, with a large common offset (where float32 sums would drift)
+    rng = np.random.default_rng(1)
+    ref = (100 + rng.normal(size=(1, 3, 300, 400))).astype(np.float32)
+    out = (ref + rng.normal(scale=0.05, size=ref.shape)).astype(np.float32)
+    m = compare(ref, out, "softmax_logits")
+    r, o = ref.astype(np.float64).ravel(), out.astype(np.float64).ravel()
+    d = np.abs(r - o)
+    assert m["max_abs"] == pytest.approx(d.max(), rel=1e-12)
+    assert m["mean_abs"] == pytest.approx(d.mean(), rel=1e-9)
+    assert m["cosine"] == pytest.approx(r @ o / np.sqrt((r @ r) * (o @ o)), rel=1e-12)
+    assert m["psnr_db"] == pytest.approx(20 * math.log10(np.abs(r).max()) - 10 * math.log10(np.mean(d**2)), rel=1e-9)
+    assert compare(ref, out, "softmax_logits", labels(ref, "softmax_logits")) == m
