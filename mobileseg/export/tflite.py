@@ -11,7 +11,7 @@ onnx2tf needs handling that this module does for the user:
   that picture through ONNX and TensorFlow to choose between candidate transposes (its "accuracy
   compensation"), so a real photo in the model's input format is put in its working directory under that
   file name;
-* that strict mode is two thirds of its time on the zoo (c3net: 18 s → 10 s for the TFLite stage) and
+* that strict mode is two thirds of its time on the zoo (c3net's fp32 TFLite stage: 18 s → 10 s) and
   changes none of the zoo's files' outputs, so it is off at first; the Keras model is then checked against
   onnxruntime on the same picture and converted again in strict mode if it is more than
   `ONNX2TF_CHECK_LIMIT` off (the manifest's ``onnx2tf_check`` says which mode made the file);
@@ -164,7 +164,6 @@ def export_tflite(
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)
         expected = _onnx_output(onnx_path, np.resize(calibration, (batch, *calibration.shape[1:])))
-        check = {}
         for strict in (False, True):
             keras_model, shapes, note = _keras_model(
                 onnx_path, symbolic_onnx, workdir / ("strict" if strict else "fast"), sample, options, log_path, static_shape,
