@@ -46,6 +46,7 @@ from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.export.int8_bias import correct_biases
 from mobileseg.export.tflite_fallback import tflite_interpreter, read_model, with_float_fallback, write_model
 from mobileseg.quiet import captured_output
+from mobileseg.runtimes import get_runtime
 from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -156,14 +157,15 @@ def export_tflite(
     """
     options.validate(input_format)
     batch, (height, width) = expected_output[0], calibration.shape[2:]
-    sample = np.resize(calibration, (batch, *calibration.shape[1:])).transpose(0, 2, 3, 1)
+    picture = np.resize(calibration, (batch, *calibration.shape[1:]))  # NCHW; onnx2tf's sample file is NHWC
+    sample = picture.transpose(0, 2, 3, 1)
     channels = calibration.shape[1]
     static_shape = (batch, channels, height, width) if options.keep_nchw else (batch, height, width, channels)
     with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)
-        expected = _onnx_output(onnx_path, np.resize(calibration, (batch, *calibration.shape[1:])))
+        expected = _onnx_output(onnx_path, picture)
         for strict in (False, True):
             keras_model, shapes, note = _keras_model(
                 onnx_path, symbolic_onnx, workdir / ("strict" if strict else "fast"), sample, options, log_path, static_shape,
@@ -171,7 +173,7 @@ def export_tflite(
             )  # fmt: skip
             with captured_output(log_path):
                 function = _concrete_function(keras_model, {"image": static_shape})
-                error = _max_rel(function, sample if not options.keep_nchw else sample.transpose(0, 3, 1, 2), expected)
+                error = _max_rel(function, picture if options.keep_nchw else sample, expected)
             check = {"strict_mode": strict, "sample_max_rel": float(f"{error:.3g}")}
             if error <= ONNX2TF_CHECK_LIMIT:
                 break
@@ -227,11 +229,9 @@ def _keras_model(
 
 
 def _onnx_output(onnx_path: Path, image: np.ndarray) -> np.ndarray:
-    """The ONNX graph's (NCHW) output on the NCHW ``image``, by onnxruntime."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: image})[0]
+    """The ONNX graph's (NCHW) output on the NCHW ``image``, by the onnxruntime runner."""
+    session = get_runtime("onnxruntime").load(onnx_path)
+    return next(iter(session.run({session.input_names[0]: image}).values()))
 
 
 def _max_rel(function, image: np.ndarray, expected: np.ndarray) -> float:

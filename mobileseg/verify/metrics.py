@@ -63,19 +63,21 @@ def compare(
     if reference.shape != candidate.shape:
         raise ValueError(f"output shape {candidate.shape} differs from the reference's {reference.shape}")
     finite = bool(np.isfinite(candidate).all())
-    sums = _sums(reference, candidate) if finite else None
-    peak = sums["peak"] if sums else float(np.abs(reference).max())
-    if sums:
-        max_abs, mean_abs, mse = sums["max_abs"], sums["sum_abs"] / reference.size, sums["squared_error"] / reference.size
+    if finite:
+        sums = _sums(reference, candidate)
+        peak, max_abs = sums["peak"], sums["max_abs"]
+        mean_abs, mse = sums["sum_abs"] / reference.size, sums["squared_error"] / reference.size
         norms = math.sqrt(sums["ref_ref"] * sums["out_out"])
+        cosine = sums["ref_out"] / norms if norms > 0 else float(peak == 0)
     else:
+        peak = float(np.abs(reference).max())
         max_abs = mean_abs = mse = math.inf
-        norms = 0.0
+        cosine = 0.0
     metrics = {
         "max_abs": max_abs,
         "max_rel": max_abs / peak if peak > 0 else max_abs,
         "mean_abs": mean_abs,
-        "cosine": sums["ref_out"] / norms if norms > 0 else float(finite and peak == 0),
+        "cosine": cosine,
         "psnr_db": math.inf if mse == 0 else (20 * math.log10(peak) - 10 * math.log10(mse) if finite and peak > 0 else -math.inf),
     }
     if kind is not None:
