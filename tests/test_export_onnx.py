@@ -169,7 +169,8 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     height, width = recipe.input_size
     calibration = calibration_images(2, height, width, exclude=recipe.parity_photos).transpose(0, 3, 1, 2)
     module, record = int8_module(reference, calibration, TfliteOptions().channel_equalization)
-    assert record["merge_batchnorms_folded"] > 0 and len(record["image_pyramid_gains"]) == (2 if name == "extremec3net" else 0)
+    assert record["merge_batchnorms_folded"] > 0 and len(record["concat_gains"]) == (2 if name == "extremec3net" else 0)
+    assert record["dead_channels_frozen"] > 0
     assert record["channels_equalized"] == {"tensors": 22 if name == "sinet" else 48, "strength": 0.75}
     path = tmp_path / "model_int8.onnx"
     export_onnx(module, torch.rand(1, 3, height, width), path, OnnxOptions())

@@ -1,4 +1,5 @@
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ from mobileseg.images import photo, resize_rgb01
 from mobileseg.zoo.blocks import (
     ImagePyramid,
     MergeModule,
-    balance_image_pyramids,
+    balance_concatenations,
     equalize_channel_ranges,
     fold_merge_batchnorms,
+    freeze_dead_channels,
 )
 from mobileseg.zoo.macs import count_macs, count_params
 
@@ -113,23 +115,57 @@ def test_folding_the_merge_batchnorms_keeps_the_function(name):
 
 
 @pytest.mark.parametrize("name", ["extremec3net", "c3net", "c3netv2"])
-def test_balancing_the_image_pyramids_keeps_the_function(name):
-    """The int8 rewrite for the image/2 and image/4 concatenations: the pooled image is scaled to the
-    features' peak and the fuse BN divides the gain out."""
+def test_balancing_concatenations_keeps_the_function(name):
+    """The int8 rewrite for concatenations of inputs of different ranges: the image/2 and image/4 pyramids
+    (and C3Net-v2's encoder features beside its decoder's upsampled logits) are scaled to the peak beside
+    them and the consumer divides the gain out."""
     model = zoo.build(name, official_weights(name))
-    balanced = copy.deepcopy(model)
+    balanced, _ = fold_merge_batchnorms(model)
     height, width = TEST_SIZES[name]
-    images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("rocket", "astronaut")]
+    images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("astronaut", "rocket")]
     normalized = [zoo.spec(name).normalization.apply(image[None])[0] for image in images]
-    gains = balance_image_pyramids(balanced, torch.stack(normalized[:1]))
-    assert len(gains) == 2 and all(g > 10 for g in gains)  # a normalised image is ~100× narrower than the features
-    fusions = [f for m in balanced.modules() if hasattr(m, "pyramid_fusions") for f in m.pyramid_fusions()]
-    with torch.no_grad():
-        assert all(float(f.pyramid(normalized[0][None]).abs().max()) > 0.05 for f in fusions)
+    gains = balance_concatenations(balanced, torch.stack(normalized[:1]))
+    sites = [s for m in balanced.modules() if hasattr(m, "concat_balances") for s in m.concat_balances()]
+    pyramids = [s for s in sites if isinstance(s.scaler, ImagePyramid)]
+    # A normalised image is ~100× narrower than the features beside it.
+    assert len(pyramids) == 2 and all(float(s.scaler.gain) > 10 for s in pyramids)
+    if name == "c3netv2":  # on the astronaut the decoder's logits reach ~100× the stem output's peak
+        assert float(balanced.stem_gain.gain) > 30 and len(gains) == 5
+    assert balance_concatenations(balanced, torch.stack(normalized[:1])) == []  # every site is balanced now
     with torch.no_grad():
         reference, rewritten = model(normalized[1][None]), balanced(normalized[1][None])
     assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
-    assert not any(isinstance(m, ImagePyramid) and m.gain is not None for m in model.modules())  # the original is untouched
+    assert not any(getattr(m, "gain", None) is not None for m in model.modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("name", ["extremec3net", "c3net"])
+def test_freezing_dead_channels_makes_them_constant_and_keeps_the_function(name):
+    """Channels that died in training (BN running variance ~1e-16, or weight ~0) become exactly constant: BN weight 0,
+    its mean output as bias. Elsewhere the network is unchanged to ~1e-5 of its output's peak."""
+    model = zoo.build(name, official_weights(name))
+    frozen_model = copy.deepcopy(model)
+    height, width = TEST_SIZES[name]
+    images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("astronaut", "rocket")]
+    normalized = [zoo.spec(name).normalization.apply(image[None])[0] for image in images]
+    frozen = freeze_dead_channels(frozen_model, torch.stack(normalized[:1]))
+    assert frozen > 20
+    norms = [m for m in frozen_model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    originals = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    zeroed = [(new.weight == 0) & (old.weight != 0) for new, old in zip(norms, originals)]
+    assert sum(int(z.sum()) for z in zeroed) == frozen
+    # The frozen channels died in training: their BN saw a (near) zero input variance or has a (near) zero weight.
+    with torch.no_grad():
+        assert all(bool(((old.running_var[z] < 1e-6) | (old.weight[z].abs() < 1e-3)).all()) for old, z in zip(originals, zeroed))
+    outputs: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(partial(lambda i, _m, _in, out: outputs.setdefault(i, out), i)) for i, m in enumerate(norms)]
+    with torch.no_grad():
+        reference, rewritten = model(normalized[1][None]), frozen_model(normalized[1][None])
+    for hook in hooks:
+        hook.remove()
+    for i, z in enumerate(zeroed):  # exactly constant on a photo it was not measured on
+        dead = outputs[i][:, z]
+        assert torch.equal(dead.amax(dim=(2, 3)), dead.amin(dim=(2, 3)))
+    assert float((reference - rewritten).abs().max() / reference.abs().max()) < 1e-4
 
 
 @pytest.mark.parametrize("name", ["sinet", "extremec3net"])

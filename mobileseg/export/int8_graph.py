@@ -1,11 +1,14 @@
 """Rewrites that make a network's graph quantise well to int8 TFLite while computing the same function.
 
 Full-integer TFLite keeps one scale per activation tensor and per constant of an element-wise op; per-channel
-scales exist only for convolution weights. Four places in the zoo networks lose precision to that:
+scales exist only for convolution weights. Five places in the zoo networks lose precision to that:
 
+* channels that died in training are constant in float, but their BN's gain of up to ~1000 amplifies
+  int8 rounding noise (`freeze_dead_channels`);
 * the BN after each S2/C3 merge sees branches whose ranges differ up to ~100× (`fold_merge_batchnorms`);
 * inside a block, the channels of one tensor span ranges up to ~10× apart (`equalize_channel_ranges`);
-* the image pyramid is concatenated with features ~100× wider than itself (`balance_image_pyramids`);
+* a concatenation joins inputs whose ranges differ ~100×: a pyramid image beside features, encoder features
+  beside upsampled decoder logits (`balance_concatenations`);
 * a BN that follows no convolution (after a concatenation, a residual sum or an upsampling) becomes a
   MUL and an ADD whose per-channel constants share one int8 scale (`batchnorms_as_depthwise_convs`).
 """
@@ -18,20 +21,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import balance_image_pyramids, equalize_channel_ranges, fold_merge_batchnorms
+from mobileseg.zoo.blocks import (
+    balance_concatenations, equalize_channel_ranges, fold_merge_batchnorms, freeze_dead_channels,
+)  # fmt: skip
 
 
 def int8_module(reference: nn.Module, calibration: np.ndarray, equalization: float) -> tuple[nn.Module, dict]:
-    """A copy of ``reference`` with merge BNs folded, channel ranges equalised with strength ``equalization``
-    (0: not) and pyramid images balanced, measured on ``calibration`` ((N, 3, H, W) inputs of
-    ``reference``); and a record of what was rewritten."""
+    """A copy of ``reference`` with merge BNs folded, dead channels frozen, channel ranges equalised with
+    strength ``equalization`` (0: not) and concatenation inputs balanced, measured on ``calibration``
+    ((N, 3, H, W) inputs of ``reference``); and a record of what was rewritten."""
     module, folded = fold_merge_batchnorms(reference)
     samples = torch.from_numpy(np.ascontiguousarray(calibration))
+    frozen = freeze_dead_channels(module, samples)
     equalized = equalize_channel_ranges(module, samples, equalization) if equalization > 0 else 0
-    gains = balance_image_pyramids(module, samples)
+    gains = balance_concatenations(module, samples)
     return module, {
-        "merge_batchnorms_folded": folded, "channels_equalized": {"tensors": equalized, "strength": equalization},
-        "image_pyramid_gains": [round(g, 2) for g in gains],
+        "merge_batchnorms_folded": folded, "dead_channels_frozen": frozen,
+        "channels_equalized": {"tensors": equalized, "strength": equalization},
+        "concat_gains": [round(g, 2) for g in gains],
     }  # fmt: skip
 
 

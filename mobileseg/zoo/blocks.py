@@ -52,6 +52,10 @@ class ConvBNPReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
+    def divide_input_channels(self, channels: slice, factor: float) -> None:
+        """Read input ``channels`` divided by ``factor`` (see `balance_concatenations`)."""
+        self.conv.weight[:, channels] /= factor
+
 
 class BNPReLU(nn.Module):
     """BatchNorm → per-channel PReLU, applied after a concatenation or residual sum. The authors' ``BR``."""
@@ -63,6 +67,12 @@ class BNPReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(x))
+
+    def divide_input_channels(self, channels: slice, factor: float) -> None:
+        """Read input ``channels`` divided by ``factor``: ``BN(f·x)`` with weight ``w/f`` and running mean
+        ``f·μ`` equals ``BN(x)`` (see `balance_concatenations`)."""
+        self.bn.weight[channels] /= factor
+        self.bn.running_mean[channels] *= factor
 
 
 class SqueezeExcite(nn.Module):
@@ -123,6 +133,10 @@ class SeparableConvBNPReLU(nn.Module):
             self.pw.weight.mul_(scale.view(1, -1, 1, 1))
 
         return [ChannelEqualization(self.dw, apply)]
+
+    def divide_input_channels(self, channels: slice, factor: float) -> None:
+        """Read input ``channels`` divided by ``factor``: the depthwise kernels take it (see `balance_concatenations`)."""
+        self.dw.weight[channels] /= factor
 
 
 class ChannelShuffle(nn.Module):
@@ -367,7 +381,7 @@ class C3Module(MergeModule):
 class ImagePyramid(nn.Module):
     """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA).
 
-    ``gain`` (None unless set by `balance_image_pyramids`) multiplies the pooled image.
+    ``gain`` (None unless set by `balance_concatenations`) multiplies the pooled image.
     """
 
     def __init__(self, levels: int):
@@ -381,23 +395,37 @@ class ImagePyramid(nn.Module):
         return x if self.gain is None else x * self.gain
 
 
+class Gain(nn.Module):
+    """Multiplies its input by the scalar buffer ``gain``. Without one (the default) it is the identity and
+    traces to no op; `balance_concatenations` sets it for int8 export. Holds no checkpoint state."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gain", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.gain is None else x * self.gain
+
+
 @dataclass(frozen=True)
-class PyramidFusion:
-    """Where a network concatenates a pyramid image with features: ``fuse(cat([..., image, ...]))``."""
+class ConcatBalance:
+    """A concatenation ``consumer(cat([...]))`` one of whose inputs, at ``channels`` of it, passes through
+    ``scaler`` (an `ImagePyramid` or a `Gain`). ``consumer``'s forward input is the concatenation, and its
+    ``divide_input_channels(channels, factor)`` takes a gain back out exactly."""
 
-    pyramid: ImagePyramid
-    fuse: BNPReLU
-    channels: slice  # the image's channels in the concatenation
+    scaler: nn.Module
+    consumer: nn.Module
+    channels: slice
 
 
-def stem_and_stage2_fusions(network: nn.Module) -> list[PyramidFusion]:
+def stem_and_stage2_fusions(network: nn.Module) -> list[ConcatBalance]:
     """The ESPNet-style pyramid fusions: ``stem_fuse(cat([stem, image2]))`` and
     ``stage2_fuse(cat([..., image4]))``, the image last in each."""
     stem = network.stem.conv.out_channels
     stage2 = network.stage2_fuse.bn.num_features - 3
     return [
-        PyramidFusion(network.image2, network.stem_fuse, slice(stem, stem + 3)),
-        PyramidFusion(network.image4, network.stage2_fuse, slice(stage2, stage2 + 3)),
+        ConcatBalance(network.image2, network.stem_fuse, slice(stem, stem + 3)),
+        ConcatBalance(network.image4, network.stage2_fuse, slice(stage2, stage2 + 3)),
     ]
 
 
@@ -412,40 +440,89 @@ def _run_hooked(model: nn.Module, samples: torch.Tensor, hooks: list) -> None:
 
 
 @torch.no_grad()
-def balance_image_pyramids(model: nn.Module, samples: torch.Tensor) -> list[float]:
-    """Scale each pyramid image to the peak of the features it is concatenated with; the function is unchanged.
+def balance_concatenations(model: nn.Module, samples: torch.Tensor, tolerated_ratio: float = 2.0) -> list[float]:
+    """Scale concatenation inputs to the peak of the inputs beside them; the function is unchanged.
 
-    For int8 export, in place; returns the gains. Networks list their concatenations in ``pyramid_fusions()``.
-    A normalised image spans about ±0.01 while the features beside it span about ±1, and an int8
-    concatenation has one scale for all its inputs: unscaled, the image keeps two or three levels (and
-    converters propagate that scale back through the pooling to the network input). The fuse BN divides
-    the gain out again: ``BN(g·y)`` with weight ``w/g`` and running mean ``g·μ`` equals ``BN(y)``.
-    ``samples`` are (N, 3, H, W) inputs of ``model``.
+    For int8 export, in place; returns the gains set. Networks list their sites in ``concat_balances()``.
+    An int8 concatenation has one scale for all its inputs, so an input ~100× narrower than the others
+    keeps two or three levels: a normalised pyramid image (±0.01) beside features (±1), or encoder
+    features (±1) beside a decoder's upsampled logits (±400). Converters also carry that scale back to
+    the input's producer, and when the producer feeds a second concatenation the coarser scale wins.
+    Each site's gain is the others' peak |x| over its own on ``samples`` ((N, 3, H, W) inputs of
+    ``model``); a site within ``tolerated_ratio`` of balance is left alone (an unset `Gain` is no op).
+    The consumer divides the gain back out (a BN, a depthwise or a full convolution reading the channels).
     """
-    fusions = [f for m in model.modules() if hasattr(m, "pyramid_fusions") for f in m.pyramid_fusions()]
-    if not fusions:
-        return []  # no pyramid: nothing to measure, so no forward passes
-    peaks = [[0.0, 0.0] for _ in fusions]  # (image, features) max |x|
+    sites = [site for m in model.modules() if hasattr(m, "concat_balances") for site in m.concat_balances()]
+    if not sites:
+        return []  # nothing to measure, so no forward passes
+    peaks = [[0.0, 0.0] for _ in sites]  # (the scaled input, the others) max |x|
 
-    def record(index: int, fusion: PyramidFusion, _module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
-        (merged,) = inputs
+    def record(index: int, site: ConcatBalance, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        merged = inputs[0]
         keep = torch.ones(merged.shape[1], dtype=torch.bool)
-        keep[fusion.channels] = False
-        peaks[index][0] = max(peaks[index][0], merged[:, fusion.channels].abs().max().item())
+        keep[site.channels] = False
+        peaks[index][0] = max(peaks[index][0], merged[:, site.channels].abs().max().item())
         peaks[index][1] = max(peaks[index][1], merged[:, keep].abs().max().item())
 
-    hooks = [f.fuse.register_forward_pre_hook(partial(record, i, f)) for i, f in enumerate(fusions)]
+    hooks = [site.consumer.register_forward_pre_hook(partial(record, i, site)) for i, site in enumerate(sites)]
     _run_hooked(model, samples, hooks)
     gains = []
-    for fusion, (image_peak, feature_peak) in zip(fusions, peaks):
-        gain = feature_peak / image_peak if image_peak > 0 and feature_peak > 0 else 1.0
-        current = 1.0 if fusion.pyramid.gain is None else float(fusion.pyramid.gain)
-        fusion.pyramid.gain = torch.tensor(current * gain)
-        bn = fusion.fuse.bn
-        bn.weight[fusion.channels] /= gain
-        bn.running_mean[fusion.channels] *= gain
+    for site, (own_peak, other_peak) in zip(sites, peaks):
+        gain = other_peak / own_peak if own_peak > 0 and other_peak > 0 else 1.0
+        if 1 / tolerated_ratio <= gain <= tolerated_ratio:
+            continue
+        current = 1.0 if site.scaler.gain is None else float(site.scaler.gain)
+        site.scaler.gain = torch.tensor(current * gain)
+        site.consumer.divide_input_channels(site.channels, gain)
         gains.append(current * gain)
     return gains
+
+
+@torch.no_grad()
+def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: float = 1e-6) -> int:
+    """Make the BN output channels that are constant on ``samples`` exactly constant; returns how many.
+
+    For int8 export, in place. The authors' checkpoints carry channels that died in training (~120 in
+    SINet, ~510 in ExtremeC3Net, ~25 in C3Net): mostly the BN's running variance is ~1e-16, so it
+    multiplies its input by ~1/sqrt(eps), up to ~1000 (else its weight is ~0). In float that input is
+    ~1e-13 and the output a constant; folded into the convolution before it, the gain multiplies the
+    int8 rounding noise of the convolution's input instead, and a constant channel carries noise of
+    whole units on. A channel whose standard
+    deviation over ``samples`` ((N, 3, H, W) inputs of ``model``) is at most ``tolerance`` × its tensor's
+    peak |x| gets weight 0 and its mean as bias (the network's output moves by ~1e-5 of its peak).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not norms:
+        return 0
+    stats: list[list] = [[0, None, None, 0.0] for _ in norms]  # count, mean, M2 (float64), peak |x|
+
+    def record(index: int, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        # Chan's pairwise update: a constant channel's variance is ~1e-21 of its squared mean.
+        values = output.detach().double().transpose(0, 1).flatten(1)
+        count, mean, m2, peak = stats[index]
+        batch_mean = values.mean(1)
+        batch_m2 = ((values - batch_mean[:, None]) ** 2).sum(1)
+        n = values.shape[1]
+        if mean is None:
+            stats[index] = [n, batch_mean, batch_m2, values.abs().max().item()]
+            return
+        delta = batch_mean - mean
+        total = count + n
+        stats[index] = [
+            total, mean + delta * n / total, m2 + batch_m2 + delta**2 * count * n / total,
+            max(peak, values.abs().max().item()),
+        ]  # fmt: skip
+
+    hooks = [norm.register_forward_hook(partial(record, i)) for i, norm in enumerate(norms)]
+    _run_hooked(model, samples, hooks)
+    frozen = 0
+    for norm, (count, mean, m2, peak) in zip(norms, stats):
+        dead = (m2 / count).sqrt() <= tolerance * peak
+        if dead.any():
+            norm.weight[dead] = 0.0
+            norm.bias[dead] = mean[dead].to(norm.bias.dtype)
+            frozen += int(dead.sum())
+    return frozen
 
 
 @torch.no_grad()

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
-from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, PyramidFusion, stem_and_stage2_fusions
+from mobileseg.zoo.blocks import (
+    BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, Gain, ImagePyramid, stem_and_stage2_fusions,
+)  # fmt: skip
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 from mobileseg.zoo.sinet_cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_NORMALIZATION
 
@@ -47,12 +49,15 @@ class C3NetEncoder(nn.Module):
         self.stage2_fuse = BNPReLU(2 * w2 + 3)
         self.down3 = C3Module(2 * w2 + 3, w3, dilations, residual=False, downsample=True)
         self.stage3 = nn.ModuleList(C3Module(w3, w3, dilations, residual=True) for _ in range(depth3))
+        self.down3_gain = Gain()  # on down3's output where stage3_fuse reads it (int8 only; see concat_balances)
         self.stage3_fuse = BNPReLU(2 * w3)
         self.classifier = nn.Conv2d(2 * w3, num_classes, 1, bias=False)
 
-    def pyramid_fusions(self) -> list[PyramidFusion]:
-        """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_image_pyramids`)."""
-        return stem_and_stage2_fusions(self)
+    def concat_balances(self) -> list[ConcatBalance]:
+        """The image/2 and image/4 channels of the stem and stage-2 concatenations, and down3's output in
+        stage 3's (C3Net-v2: ~18× narrower than the stage output; see `balance_concatenations`)."""
+        down3 = self.stage3_fuse.bn.num_features // 2  # cat([down3 output, stage 3 output]), equal widths
+        return [*stem_and_stage2_fusions(self), ConcatBalance(self.down3_gain, self.stage3_fuse, slice(0, down3))]
 
     def forward(self, x: torch.Tensor) -> C3NetFeatures:
         stem = self.stem(x)
@@ -66,7 +71,7 @@ class C3NetEncoder(nn.Module):
         s8 = x8
         for module in self.stage3:
             s8 = module(s8)
-        logits8 = self.classifier(self.stage3_fuse(torch.cat([x8, s8], 1)))
+        logits8 = self.classifier(self.stage3_fuse(torch.cat([self.down3_gain(x8), s8], 1)))
         return C3NetFeatures(stem, stem_fused, s4, stage2_fused, logits8)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
 from mobileseg.zoo.blocks import (
-    BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, PyramidFusion, stem_and_stage2_fusions, upsample_bilinear,
+    BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, ConcatBalance, stem_and_stage2_fusions, upsample_bilinear,
 )  # fmt: skip
 from mobileseg.zoo.sinet import PORTRAIT_NORMALIZATION
 
@@ -46,8 +46,8 @@ class ExtremeC3Net(nn.Module):
         self.head_act = BNPReLU(c_fine)
         self.head = nn.Conv2d(c_fine, num_classes, 1, bias=False)
 
-    def pyramid_fusions(self) -> list[PyramidFusion]:
-        """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_image_pyramids`)."""
+    def concat_balances(self) -> list[ConcatBalance]:
+        """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_concatenations`)."""
         return stem_and_stage2_fusions(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
