@@ -56,8 +56,8 @@ def test_int8_is_measured_on_the_photos(sinet_tflite):
         assert results[("int8", runtime)].status == "pass", results[("int8", runtime)].reason
     entries = {a["precision"]: a for a in sinet_tflite.manifest["artifacts"]}
     assert entries["int8"]["int8_rewrites"] == {
-        "merge_batchnorms_folded": 10, "channels_equalized": {"tensors": 22, "strength": 0.75},
-        "image_pyramid_gains": [], "batchnorms_as_depthwise_convs": 10,
+        "merge_batchnorms_folded": 10, "dead_channels_frozen": 110, "channels_equalized": {"tensors": 22, "strength": 0.75},
+        "concat_gains": [], "batchnorms_as_depthwise_convs": 10,
     }
     correction = entries["int8"]["bias_correction"]
     assert correction["convolutions"] == 76 and correction["samples"] == 16
