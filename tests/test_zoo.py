@@ -155,7 +155,8 @@ def test_freezing_dead_channels_makes_them_constant_and_keeps_the_function(name)
     assert sum(int(z.sum()) for z in zeroed) == frozen
     # The frozen channels died in training: their BN saw a (near) zero input variance or has a (near) zero weight.
     with torch.no_grad():
-        assert all(bool(((old.running_var[z] < 1e-6) | (old.weight[z].abs() < 1e-3)).all()) for old, z in zip(originals, zeroed))
+        dead_in_training = [(old.running_var[z] < 1e-6) | (old.weight[z].abs() < 1e-3) for old, z in zip(originals, zeroed)]
+    assert all(bool(d.all()) for d in dead_in_training)
     outputs: dict[int, torch.Tensor] = {}
     hooks = [m.register_forward_hook(partial(lambda i, _m, _in, out: outputs.setdefault(i, out), i)) for i, m in enumerate(norms)]
     with torch.no_grad():

@@ -135,7 +135,7 @@ class SeparableConvBNPReLU(nn.Module):
         return [ChannelEqualization(self.dw, apply)]
 
     def divide_input_channels(self, channels: slice, factor: float) -> None:
-        """Read input ``channels`` divided by ``factor``: the depthwise kernels take it (see `balance_concatenations`)."""
+        """Read input ``channels`` divided by ``factor``, in the depthwise kernels (see `balance_concatenations`)."""
         self.dw.weight[channels] /= factor
 
 

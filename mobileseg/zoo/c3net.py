@@ -55,7 +55,8 @@ class C3NetEncoder(nn.Module):
 
     def concat_balances(self) -> list[ConcatBalance]:
         """The image/2 and image/4 channels of the stem and stage-2 concatenations, and down3's output in
-        stage 3's (C3Net-v2: ~18× narrower than the stage output; see `balance_concatenations`)."""
+        stage 3's (on the calibration crops ~50× narrower than the stage output in C3Net-v2, ~4× wider in
+        C3Net; see `balance_concatenations`)."""
         down3 = self.stage3_fuse.bn.num_features // 2  # cat([down3 output, stage 3 output]), equal widths
         return [*stem_and_stage2_fusions(self), ConcatBalance(self.down3_gain, self.stage3_fuse, slice(0, down3))]
 

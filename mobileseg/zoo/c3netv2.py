@@ -37,8 +37,8 @@ class C3NetV2(nn.Module):
         self.stage2_gain, self.stem_gain = Gain(), Gain()  # int8 only: see concat_balances
 
     def concat_balances(self) -> list[ConcatBalance]:
-        """The encoder features in the decoder's concatenations: beside upsampled logits (±400) the stem
-        output (±1.4) is ~300× narrower, stage 2's ~25× (see `balance_concatenations`)."""
+        """The encoder features in the decoder's concatenations: beside the upsampled logits (up to ±700 on
+        the calibration crops) the stem output is ~600× narrower, stage 2's ~30× (see `balance_concatenations`)."""
         c = self.head.out_channels
         return [
             ConcatBalance(self.stage2_gain, self.fuse4, slice(c, c + 64)),

@@ -13,7 +13,7 @@ from torch import nn
 
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
 from mobileseg.zoo.blocks import (
-    BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, ConcatBalance, stem_and_stage2_fusions, upsample_bilinear,
+    BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, ImagePyramid, stem_and_stage2_fusions, upsample_bilinear,
 )  # fmt: skip
 from mobileseg.zoo.sinet import PORTRAIT_NORMALIZATION
 
