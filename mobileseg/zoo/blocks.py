@@ -487,14 +487,15 @@ def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: flo
     multiplies its input by ~1/sqrt(eps), up to ~1000 (else its weight is ~0). In float that input is
     ~1e-13 and the output a constant; folded into the convolution before it, the gain multiplies the
     int8 rounding noise of the convolution's input instead, and a constant channel carries noise of
-    whole units on. A channel whose standard
-    deviation over ``samples`` ((N, 3, H, W) inputs of ``model``) is at most ``tolerance`` × its tensor's
-    peak |x| gets weight 0 and its mean as bias (the network's output moves by ~1e-5 of its peak).
+    whole units on. A channel whose standard deviation over ``samples`` ((N, 3, H, W) inputs of
+    ``model``) is at most ``tolerance`` × its tensor's peak |x| gets weight 0 and its mean as bias (the
+    network's output moves by ~1e-5 of its peak).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
         return 0
-    stats: list[list] = [[0, None, None, 0.0] for _ in norms]  # count, mean, M2 (float64), peak |x|
+    zeros = [torch.zeros(norm.num_features, dtype=torch.float64) for norm in norms]
+    stats = [[0, zero, zero, 0.0] for zero in zeros]  # per BN: count, channel means and M2 (float64), peak |x|
 
     def record(index: int, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         # Chan's pairwise update: a constant channel's variance is ~1e-21 of its squared mean.
@@ -503,13 +504,10 @@ def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: flo
         batch_mean = values.mean(1)
         batch_m2 = ((values - batch_mean[:, None]) ** 2).sum(1)
         n = values.shape[1]
-        if mean is None:
-            stats[index] = [n, batch_mean, batch_m2, values.abs().max().item()]
-            return
         delta = batch_mean - mean
         total = count + n
         stats[index] = [
-            total, mean + delta * n / total, m2 + batch_m2 + delta**2 * count * n / total,
+            total, mean + delta * (n / total), m2 + batch_m2 + delta**2 * count * n / total,  # the first: exact
             max(peak, values.abs().max().item()),
         ]  # fmt: skip
 
