@@ -187,6 +187,35 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     assert np.abs(after - expected).max() / np.abs(expected).max() < 2e-4  # ONNX fp32 parity bound is 5e-5 + the fold's 1e-5
 
 
+def test_int8_rewrites_do_not_depend_on_the_thread_count():
+    """The int8 rewrites' calibration statistics come out bit-identical whatever PyTorch's thread count, so
+    the int8 file depends on the recipe, not on the host's cores (PyTorch orders a convolution's sums by
+    the thread count; unpinned, 66 of SINet's 351 tensors differed between 1 and 2 threads)."""
+    import torch
+
+    from mobileseg.export.int8_graph import int8_module
+    from mobileseg.export.pipeline import build_reference
+    from mobileseg.images import calibration_images
+    from mobileseg.recipes import load_recipe
+
+    recipe = load_recipe("sinet")
+    reference = build_reference(recipe, official_weights("sinet"))
+    calibration = calibration_images(4, *recipe.input_size, exclude=recipe.parity_photos).transpose(0, 3, 1, 2)
+    previous = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            module, _ = int8_module(reference, calibration, 0.75)
+            states.append(module.state_dict())
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.get_num_threads() == previous
+    one, two = states
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[key], two[key]) for key in one)
+
+
 class ExactConv(torch.nn.Module):
     def __init__(self):
         super().__init__()
