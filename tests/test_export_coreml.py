@@ -71,6 +71,27 @@ def test_image_input_folds_scale_bias_and_channel_order(tmp_path):
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
 
 
+def test_the_same_model_exports_to_identical_bytes(tmp_path):
+    """coremltools names a package's items with random UUIDs; ours are derived, so two exports of one model
+    are identical file for file, and the package still opens with its specification as the root item."""
+    torch.manual_seed(0)
+    from mobileseg import zoo
+
+    model = zoo.build("sinet").eval()
+    info = CoreMLModelInfo("sinet", "test", ("bg", "fg"), "logits", zoo.spec("sinet").normalization, "rgb01", "src", "MIT")
+    contents = []
+    for name in ("first", "second"):
+        (entry,) = export_coreml(model, (1, 3, 224, 224), tmp_path / name, CoreMLOptions(precisions=("fp32",)), info)
+        package = tmp_path / name / entry["file"]
+        contents.append({path.relative_to(package): path.read_bytes() for path in sorted(package.rglob("*")) if path.is_file()})
+    assert contents[0] == contents[1]
+    manifest = json.loads((package / "Manifest.json").read_text())
+    assert manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"] == "com.apple.CoreML/model.mlmodel"
+    assert len(manifest["itemInfoEntries"]) == 2 and not any(p.name.endswith(".partial") for p in package.rglob("*"))
+    spec = import_coremltools().models.MLModel(str(package), skip_model_load=True).get_spec()
+    assert spec.WhichOneof("Type") == "mlProgram"
+
+
 def test_unconvertible_op_names_model_target_and_op(tmp_path):
     class Unconvertible(torch.nn.Module):
         def forward(self, x):

@@ -20,7 +20,9 @@ import io
 import json
 import logging
 import re
+import os
 import tempfile
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -150,6 +152,7 @@ def export_coreml(
                 mlmodel.save(str(folder / file))
             except Exception as exc:
                 raise ExportError(f"coreml: cannot save {file}: {str(exc).splitlines()[0]}") from exc
+            stable_package_identifiers(folder / file)
             spec = mlmodel.get_spec()
             entries[precision] = {
                 "target": "coreml", "precision": precision, "file": file,
@@ -164,6 +167,23 @@ def export_coreml(
             if note:
                 entries[precision]["note"] = note
     return [entries[p] for p in options.precisions]
+
+
+def stable_package_identifiers(package: Path) -> None:
+    """Give the items of a saved ``.mlpackage`` identifiers derived from their paths.
+
+    coremltools names each item of ``Manifest.json`` (the model specification, the weights folder) with a
+    random UUID, so two saves of the same model differ in that file alone. Deriving them (UUID version 5
+    of the item's path) makes an export reproducible byte for byte; the package format only asks that the
+    identifiers be unique and that ``rootModelIdentifier`` name the specification's item."""
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {key: str(uuid.uuid5(uuid.NAMESPACE_URL, f"mobileseg:{item['path']}")) for key, item in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {renamed[key]: item for key, item in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    partial = manifest_path.with_name(manifest_path.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+    os.replace(partial, manifest_path)
 
 
 def _source(wrapped: nn.Module, shape: tuple[int, ...], kind: str):
