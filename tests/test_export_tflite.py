@@ -67,7 +67,9 @@ def test_int8_is_measured_on_the_photos(sinet_tflite):
 
 
 def test_bias_correction_raises_int8_agreement(sinet_tflite, tmp_path):
-    """The same int8 export without the correction agrees less with PyTorch on the photos (LiteRT)."""
+    """The same int8 export without the correction agrees less with PyTorch: its worst photo is worse on each
+    of the four interpreters, and so is the mean over every photo and interpreter. (Per interpreter, the
+    best photo can gain slightly without it: SINet's coffee on LiteRT, 0.9972 against 0.9942.)"""
     recipe = tmp_path / "sinet.yaml"
     text = (Path(__file__).parent.parent / "export_recipes" / "sinet.yaml").read_text()
     recipe.write_text(text.replace("bias_correction: true", "bias_correction: false"))
@@ -77,11 +79,16 @@ def test_bias_correction_raises_int8_agreement(sinet_tflite, tmp_path):
     ))  # fmt: skip
     assert {a["precision"]: a for a in plain.manifest["artifacts"]}["int8"]["bias_correction"] is None
 
-    def photo_agreements(report) -> list[float]:
-        return [c["metrics"]["argmax_agreement"] for c in results_by(report)[("int8", "litert")].cases if c["gated"]]
+    def photo_agreements(report) -> dict[str, list[float]]:
+        return {
+            runtime: [c["metrics"]["argmax_agreement"] for c in result.cases if c["gated"]]
+            for (precision, runtime), result in results_by(report).items() if precision == "int8"
+        }  # fmt: skip
 
     corrected, uncorrected = photo_agreements(sinet_tflite.report), photo_agreements(plain.report)
-    assert np.mean(corrected) > np.mean(uncorrected) and min(corrected) > min(uncorrected)
+    assert corrected.keys() == uncorrected.keys() and len(corrected) == 4
+    assert all(min(corrected[runtime]) > min(uncorrected[runtime]) for runtime in corrected)
+    assert np.mean(list(corrected.values())) > np.mean(list(uncorrected.values()))
 
 
 def test_least_error_range_clips_rare_extremes_and_keeps_a_dense_range():
