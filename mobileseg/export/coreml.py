@@ -178,8 +178,9 @@ def stable_package_identifiers(package: Path) -> None:
     identifiers be unique and that ``rootModelIdentifier`` name the specification's item."""
     manifest_path = package / "Manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    renamed = {key: str(uuid.uuid5(uuid.NAMESPACE_URL, f"mobileseg:{item['path']}")) for key, item in manifest["itemInfoEntries"].items()}
-    manifest["itemInfoEntries"] = {renamed[key]: item for key, item in manifest["itemInfoEntries"].items()}
+    items = manifest["itemInfoEntries"]
+    renamed = {key: str(uuid.uuid5(uuid.NAMESPACE_URL, f"mobileseg:{item['path']}")) for key, item in items.items()}
+    manifest["itemInfoEntries"] = {renamed[key]: item for key, item in items.items()}
     manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
     partial = manifest_path.with_name(manifest_path.name + ".partial")
     partial.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
