@@ -378,23 +378,6 @@ class C3Module(MergeModule):
         return self.merge(self.reduce(x), x)
 
 
-class ImagePyramid(nn.Module):
-    """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA).
-
-    ``gain`` (None unless set by `balance_concatenations`) multiplies the pooled image.
-    """
-
-    def __init__(self, levels: int):
-        super().__init__()
-        self.levels = levels
-        self.register_buffer("gain", None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.levels):
-            x = F.avg_pool2d(x, 2, 2)
-        return x if self.gain is None else x * self.gain
-
-
 class Gain(nn.Module):
     """Multiplies its input by the scalar buffer ``gain``. Without one (the default) it is the identity and
     traces to no op; `balance_concatenations` sets it for int8 export. Holds no checkpoint state."""
@@ -407,13 +390,30 @@ class Gain(nn.Module):
         return x if self.gain is None else x * self.gain
 
 
+class ImagePyramid(nn.Module):
+    """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA).
+
+    ``scale`` (a `Gain`, no op unless set by `balance_concatenations`) multiplies the pooled image.
+    """
+
+    def __init__(self, levels: int):
+        super().__init__()
+        self.levels = levels
+        self.scale = Gain()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.levels):
+            x = F.avg_pool2d(x, 2, 2)
+        return self.scale(x)
+
+
 @dataclass(frozen=True)
 class ConcatBalance:
     """A concatenation ``consumer(cat([...]))`` one of whose inputs, at ``channels`` of it, passes through
-    ``scaler`` (an `ImagePyramid` or a `Gain`). ``consumer``'s forward input is the concatenation, and its
-    ``divide_input_channels(channels, factor)`` takes a gain back out exactly."""
+    ``scaler`` (an `ImagePyramid`'s or a network's `Gain`). ``consumer``'s forward input is the
+    concatenation, and its ``divide_input_channels(channels, factor)`` takes a gain back out exactly."""
 
-    scaler: nn.Module
+    scaler: Gain
     consumer: nn.Module
     channels: slice
 
@@ -424,8 +424,8 @@ def stem_and_stage2_fusions(network: nn.Module) -> list[ConcatBalance]:
     stem = network.stem.conv.out_channels
     stage2 = network.stage2_fuse.bn.num_features - 3
     return [
-        ConcatBalance(network.image2, network.stem_fuse, slice(stem, stem + 3)),
-        ConcatBalance(network.image4, network.stage2_fuse, slice(stage2, stage2 + 3)),
+        ConcatBalance(network.image2.scale, network.stem_fuse, slice(stem, stem + 3)),
+        ConcatBalance(network.image4.scale, network.stage2_fuse, slice(stage2, stage2 + 3)),
     ]
 
 
@@ -495,7 +495,7 @@ def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: flo
     if not norms:
         return 0
     zeros = [torch.zeros(norm.num_features, dtype=torch.float64) for norm in norms]
-    stats = [[0, zero, zero, 0.0] for zero in zeros]  # per BN: count, channel means and M2 (float64), peak |x|
+    stats = [[0, zero, zero.clone(), 0.0] for zero in zeros]  # per BN: count, channel means and M2 (float64), peak |x|
 
     def record(index: int, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         # Chan's pairwise update: a constant channel's variance is ~1e-21 of its squared mean.
