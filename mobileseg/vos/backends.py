@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mobileseg.errors import ArtifactError
+from mobileseg.runtimes.torch_runtime import torch_threads
 from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, subgraphs
 
 
@@ -26,14 +27,8 @@ class TorchBackend:
     def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         graph = self.graphs[subgraph]
         args = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in graph.inputs]
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                out = graph.module(*args)
-        finally:
-            torch.set_num_threads(previous)
+        with torch_threads(self.threads), torch.inference_mode():
+            out = graph.module(*args)
         out = out if isinstance(out, tuple) else (out,)
         return {name: value.numpy() for name, value in zip(graph.outputs, out)}
 
