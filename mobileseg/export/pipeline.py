@@ -26,6 +26,7 @@ from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_corem
 from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
 from mobileseg.export.onnx import OnnxOptions, export_onnx
 from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
+from mobileseg.export.symbolic import for_symbolic_shapes
 from mobileseg.export.tflite import FALLBACK_SAMPLES, TfliteOptions, ambiguous_tensors, export_tflite
 from mobileseg.images import calibration_images
 from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
@@ -351,7 +352,7 @@ def _tflite(
     if ambiguous_tensors(onnx_path):
         scratch.mkdir(parents=True, exist_ok=True)
         symbolic_onnx = scratch / "model_symbolic.onnx"
-        export_onnx(module, example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
+        export_onnx(for_symbolic_shapes(module, example), example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
         if onnx_rewrite is not None:
             onnx_rewrite(symbolic_onnx)
     return export_tflite(

@@ -12,9 +12,9 @@ onnx2tf needs handling that this module does for the user:
   compensation"), so a real photo in the model's input format is put in its working directory under that
   file name;
 * that strict mode is two thirds of its time on the zoo (c3net's fp32 TFLite stage: 18 s → 10 s) and
-  changes none of the zoo's files' outputs, so it is off at first; the Keras model is then checked against
-  onnxruntime on the same picture and converted again in strict mode if it is more than
-  `ONNX2TF_CHECK_LIMIT` off (the manifest's ``onnx2tf_check`` says which mode made the file);
+  changes none of the zoo's files' outputs at their recipe sizes, so it is off at first; the Keras model is
+  then checked against onnxruntime on the same picture and converted again in strict mode if it is more
+  than `ONNX2TF_CHECK_LIMIT` off (the manifest's ``onnx2tf_check`` says which conversion made the file);
 * it rewrites the input ``.onnx`` in place: it converts a copy;
 * it runs ``onnxsim`` as a subprocess found on ``PATH``: the interpreter's ``bin`` folder is put first.
 
@@ -25,7 +25,10 @@ spatial size (c3net at 512×1024 has [1, 128, 64, 128]), it can apply a per-chan
 that TFLite file ran but disagreed with ONNX everywhere (max rel 6, argmax agreement 0.02). For such
 graphs the caller passes the same network exported with symbolic height and width: no spatial size is
 known during conversion, so none can be mistaken for the channel count, and the traced function is
-frozen to the static input shape afterwards. `ambiguous_tensors` tells when.
+frozen to the static input shape afterwards. `ambiguous_tensors` tells when. onnx2tf cannot convert every
+symbolic graph (SINet's channel shuffle fails at every size), and strict mode sometimes picks the right
+axis in the static one (SINet at 96×96), so each conversion is checked against ONNX on the sample picture
+and the next one tried until one agrees (`_checked_keras_model`).
 """
 
 from __future__ import annotations
@@ -94,14 +97,16 @@ class TfliteOptions:
 
 
 def ambiguous_tensors(onnx_path: Path) -> list[str]:
-    """Names of the 4-D tensors whose channel count equals their height or width (see the module notes)."""
+    """Names of the 4-D tensors whose layout onnx2tf cannot tell from their shape: a channel count equal
+    to the height or width, or a 1×1 map (see the module notes; C3Net at 8×8 and ExtremeC3Net at 4×4 end
+    in 1×1 maps, which onnx2tf cannot convert as static graphs)."""
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path), load_external_data=False))
     names = []
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-        if len(dims) == 4 and all(dims) and dims[1] > 1 and dims[1] in dims[2:]:
+        if len(dims) == 4 and all(dims) and dims[1] > 1 and (dims[1] in dims[2:] or dims[2] == dims[3] == 1):
             names.append(value.name)
     return names
 
@@ -166,20 +171,9 @@ def export_tflite(
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)
         expected = _onnx_output(onnx_path, picture)
-        for strict in (False, True):
-            keras_model, shapes, note = _keras_model(
-                onnx_path, symbolic_onnx, workdir / ("strict" if strict else "fast"), sample, options, log_path, static_shape,
-                model_name, strict,
-            )  # fmt: skip
-            with captured_output(log_path):
-                function = _concrete_function(keras_model, {"image": static_shape})
-                error = _max_rel(function, picture if options.keep_nchw else sample, expected)
-            check = {"strict_mode": strict, "sample_max_rel": float(f"{error:.3g}")}
-            if error <= ONNX2TF_CHECK_LIMIT:
-                break
-        else:
-            mismatch = f"onnx2tf's model differs from ONNX on the sample picture (max rel {error:.3g}), strict mode too"
-            note = f"{note}; {mismatch}" if note else mismatch
+        keras_model, function, shapes, check, note = _checked_keras_model(
+            onnx_path, symbolic_onnx, workdir, sample, picture, expected, options, log_path, static_shape, model_name,
+        )  # fmt: skip
         entries, float_file = [], None
         samples = calibration[:FALLBACK_SAMPLES] if options.keep_nchw else calibration[:FALLBACK_SAMPLES].transpose(0, 2, 3, 1)
         for precision in options.precisions:
@@ -208,24 +202,58 @@ def export_tflite(
     return entries
 
 
-def _keras_model(
-    onnx_path: Path, symbolic_onnx: Path | None, workdir: Path, sample: np.ndarray, options: TfliteOptions, log_path: Path,
-    static_shape: tuple[int, ...], model_name: str, strict: bool,
+def _checked_keras_model(
+    onnx_path: Path, symbolic_onnx: Path | None, workdir: Path, sample: np.ndarray, picture: np.ndarray,
+    expected: np.ndarray, options: TfliteOptions, log_path: Path, static_shape: tuple[int, ...], model_name: str,
 ):
-    """onnx2tf's Keras model of ``symbolic_onnx`` if given and convertible, else of ``onnx_path``; with which
-    shapes it was converted ("symbolic" or "static") and a note if the symbolic graph failed."""
-    workdir.mkdir()
-    if symbolic_onnx is not None:
-        try:
-            return _onnx2tf(symbolic_onnx, workdir / "symbolic", sample, options, log_path, static_shape, strict), "symbolic", None
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 (any onnx2tf failure: fall back to the static graph)
-            note = f"onnx2tf could not convert with symbolic height/width ({_first_line(exc)}); converted the static graph"
-    else:
-        note = None
-    try:
-        return _onnx2tf(onnx_path, workdir / "static", sample, options, log_path, strict=strict), "static", note
-    except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some conversion errors
-        raise _failure(model_name, "onnx2tf", exc, log_path) from exc
+    """onnx2tf's Keras model, traced to ``static_shape`` and checked against ONNX's ``expected`` output on the
+    sample ``picture``: ``(keras_model, function, shapes, check, note)``.
+
+    Conversions are tried in order until one is within `ONNX2TF_CHECK_LIMIT`: the symbolic graph (when
+    given), then the static one, each without and then with onnx2tf's strict mode. A graph whose conversion
+    fails (onnx2tf cannot convert SINet's channel shuffle with symbolic height and width, for one) or cannot
+    be traced to the static shape is passed over; when none meets the limit, the closest is kept and the
+    note says so (parity then reports it). ``shapes`` is "symbolic" or "static"; ``check["attempts"]``
+    lists every conversion tried with its error on the picture, or why it failed.
+    """
+    graphs = ([("symbolic", symbolic_onnx)] if symbolic_onnx is not None else []) + [("static", onnx_path)]
+    attempts: list[dict] = []
+    best, last_exc = None, None
+    for shapes, path in graphs:
+        for strict in (False, True):
+            attempt = {"shapes": shapes, "strict_mode": strict}
+            attempts.append(attempt)
+            try:
+                keras_model = _onnx2tf(
+                    path, workdir / f"{shapes}-{'strict' if strict else 'fast'}", sample, options, log_path,
+                    static_shape if shapes == "symbolic" else None, strict,
+                )  # fmt: skip
+                with captured_output(log_path):
+                    function = _concrete_function(keras_model, {"image": static_shape})
+                    error = _max_rel(function, picture if options.keep_nchw else sample, expected)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 (onnx2tf calls sys.exit on some errors)
+                attempt["failed"], last_exc = _first_line(exc, limit=200), exc
+                if shapes == "symbolic":
+                    break  # the static graph is next; strict mode has not made a failing symbolic graph convert
+                continue
+            attempt["sample_max_rel"] = float(f"{error:.3g}")
+            if best is None or error < best[3]:
+                best = (keras_model, function, attempt, error)
+            if error <= ONNX2TF_CHECK_LIMIT:
+                break
+        if best is not None and best[3] <= ONNX2TF_CHECK_LIMIT:
+            break
+    if best is None:
+        raise _failure(model_name, "onnx2tf", last_exc, log_path) from last_exc
+    keras_model, function, chosen, error = best
+    notes = [
+        f"onnx2tf could not convert with {a['shapes']} height/width ({a['failed']}); converted the {chosen['shapes']} graph"
+        for a in attempts if "failed" in a and a["shapes"] != chosen["shapes"] and not a["strict_mode"]
+    ]  # fmt: skip
+    if error > ONNX2TF_CHECK_LIMIT:
+        notes.append(f"onnx2tf's model differs from ONNX on the sample picture (max rel {error:.3g}), strict mode too")
+    check = {"strict_mode": chosen["strict_mode"], "sample_max_rel": chosen["sample_max_rel"], "attempts": attempts}
+    return keras_model, function, chosen["shapes"], check, "; ".join(notes) or None
 
 
 def _onnx_output(onnx_path: Path, image: np.ndarray) -> np.ndarray:
@@ -249,9 +277,19 @@ def _max_rel(function, image: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(produced - expected).max()) / peak
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The line of ``exc``'s message that says what went wrong. TensorFlow's tracing errors start with "in
+    user code:" and a stack; what failed is the line after the last ``...Error: Exception encountered``."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0] == "in user code:":
+        errors = [i for i, line in enumerate(lines) if re.match(r"\w+Error: ", line)]
+        if errors:
+            i = errors[-1]
+            lines[0] = lines[i + 1] if "Exception encountered" in lines[i] and i + 1 < len(lines) else lines[i]
+            lines[0] = re.sub(r" for '\{\{node .*", "", lines[0])  # node names change with the process's state
+    return lines[0] if limit is None or len(lines[0]) <= limit else lines[0][: limit - 1] + "…"
 
 
 def _onnx2tf(
