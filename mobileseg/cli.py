@@ -1,23 +1,107 @@
 """The ``mobileseg`` command line: parse, call the library, render with rich. Nothing imports this module.
 
-Exit codes: 0 success; 1 a parity check failed; 2 a user error (one red line on stderr).
+Exit codes (`main`): 0 success; 1 a parity check failed (the CI gate); 2 a user error, one red line on
+stderr and nothing written; 3 an internal error, one line naming a log file with the traceback (``--debug``
+prints it instead); 130 interrupted. Arguments are checked before PyTorch or a converter loads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click (pinned)
+from typer.core import TyperGroup
 
-from mobileseg.errors import MobilesegError
+from mobileseg.errors import InputSizeError, MobilesegError
+
+EXIT_OK, EXIT_PARITY_FAILED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LOG_DIR_ENV = "MOBILESEG_LOG_DIR"
+
+def _crash_log(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write the traceback of an internal error to a log file (``$MOBILESEG_LOG_DIR``, else the user's cache
+    folder, else TMPDIR); its path, or None when nothing could be written."""
+    import platform
+    import tempfile
+
+    from mobileseg import __version__
+
+    text = (f"mobileseg {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"command: mobileseg {' '.join(argv)}\n\n" + "".join(traceback.format_exception(exc)))  # fmt: skip
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobileseg" / "logs"
+    for folder in [Path(p) for p in (os.environ.get(LOG_DIR_ENV),) if p] + [cache, Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"mobileseg-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("can't allocate memory", "not enough memory"))
+    )
+
+
+class GuardedGroup(TyperGroup):
+    """The app's top-level command: every outcome of a run is one of the documented exit codes (module
+    notes), never an uncaught traceback, whoever invokes it (the console script, ``python -m``, a test)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = self.guarded_run(list(sys.argv[1:] if args is None else args), prog_name or "mobileseg", extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def guarded_run(self, argv: list[str], prog_name: str, extra: dict) -> int:
+        debug = "--debug" in argv or os.environ.get("MOBILESEG_DEBUG") == "1"
+        args = [a for a in argv if a != "--debug"]  # accepted anywhere, not only before the command
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+            return code if isinstance(code, int) else EXIT_OK
+        except NoArgsIsHelpError as exc:
+            out.print(exc.format_message(), highlight=False, markup=False)
+            return EXIT_OK
+        except UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            fail(" ".join(exc.format_message().split()) + where)
+            return EXIT_USER_ERROR
+        except MobilesegError as exc:
+            fail(" ".join(str(exc).split("\n")))
+            return EXIT_USER_ERROR
+        except (KeyboardInterrupt, typer.Abort):
+            err.print("[bold red]interrupted[/bold red]")
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 (the one place every unexpected error ends)
+            if _out_of_memory(exc):
+                fail("not enough memory for this run (a smaller --input-size or fewer targets needs less)")
+                return EXIT_USER_ERROR
+            summary = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if debug:
+                traceback.print_exception(exc)
+                fail(f"internal error: {summary}", EXIT_INTERNAL_ERROR)
+                return EXIT_INTERNAL_ERROR
+            log = _crash_log(exc, argv)
+            where = f"the traceback is in {log}" if log else "rerun with --debug for the traceback"
+            fail(f"internal error (a bug in mobileseg): {summary}; {where}", EXIT_INTERNAL_ERROR)
+            return EXIT_INTERNAL_ERROR
+
 
 app = typer.Typer(
     name="mobileseg",
+    cls=GuardedGroup,
     help="Efficient segmentation networks from PyTorch to on-device runtimes, with proof of parity.",
     no_args_is_help=True,
     add_completion=False,
@@ -28,20 +112,22 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print ``message`` as one red line on stderr (as it is: brackets are not markup); the Exit to raise."""
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def parse_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+def parse_size(value: Optional[str], option: str = "--input-size") -> Optional[tuple[int, int]]:
+    """``"HxW"`` → (H, W); `InputSizeError` naming ``option`` for anything else."""
     if value is None:
         return None
-    try:
-        height, width = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not HxW (e.g. 224x224)") from None
+    parts = value.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputSizeError(f"{option} {value!r} is not HxW with two positive whole numbers (e.g. 224x224)")
+    height, width = (int(p) for p in parts)
     if height <= 0 or width <= 0:
-        raise typer.BadParameter(f"{value!r}: height and width must be positive")
+        raise InputSizeError(f"{option} {value!r}: height and width must be positive")
     return height, width
 
 
@@ -56,6 +142,8 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_callback(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="On an internal error, print the traceback (exit code 3) "
+                                        "instead of writing it to a log file.")] = False,
 ) -> None:
     """mobileseg: export SINet, ExtremeC3Net and C3 networks to ONNX and prove they compute the same thing."""
 
@@ -132,23 +220,23 @@ def export(
     from mobileseg.memory import retain_freed_memory
 
     retain_freed_memory()
-    try:
-        request = ExportRequest(
-            model=model, targets=target or None, precisions=precision or None, weights=weights,
-            random_weights=random_weights, input_size=parse_size(input_size), input_format=input_format,
-            dynamic_batch=dynamic_batch, opset=opset, coreml_input=coreml_input, keep_nchw=keep_nchw,
-            int8_io=int8_io, calibration=calibration, float_fallback=float_fallback, bias_correction=bias_correction, out=out_dir, force=force, use_cache=not no_cache, recipe=recipe,
-        )  # fmt: skip
-        with err.status(f"exporting {model}") as status:
-            result = export_model(request, progress=lambda msg: status.update(msg))
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    request = ExportRequest(
+        model=model, targets=target or None, precisions=precision or None, weights=weights,
+        random_weights=random_weights, input_size=parse_size(input_size), input_format=input_format,
+        dynamic_batch=dynamic_batch, opset=opset, coreml_input=coreml_input, keep_nchw=keep_nchw,
+        int8_io=int8_io, calibration=calibration, float_fallback=float_fallback, bias_correction=bias_correction,
+        out=out_dir, force=force, use_cache=not no_cache, recipe=recipe,
+    )  # fmt: skip
+    with err.status(f"exporting {model}") as status:
+        result = export_model(request, progress=lambda msg: status.update(msg))
     render_report(result.report, f"{model} → {result.folder}" + (" (up to date, not re-exported)" if result.cached else ""))
     for note in result.manifest.get("notes", []):
         out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if result.timings:
+        out.print(f"took {sum(result.timings.values()):.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in result.timings.items())})")
     out.print(f"artifact: {result.folder} (manifest.json, parity.json, parity.md)")
     if not result.report.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARITY_FAILED)
 
 
 @app.command()
@@ -159,19 +247,19 @@ def verify(
     report: Annotated[Optional[Path], typer.Option(help="Also write the parity report as JSON here.")] = None,
 ) -> None:
     """Re-check an artifact folder against PyTorch; exit 0 on pass, 1 on failure (a CI gate)."""
+    from mobileseg.outputs import check_replaceable_file, write_json_file
+    from mobileseg.runtimes import check_runtime_names
     from mobileseg.verify.artifact import verify_artifact
-    from mobileseg.verify.parity import get_runtime_names
 
-    try:
-        with err.status(f"verifying {artifact}"):
-            result = verify_artifact(artifact, weights=weights, runtimes=get_runtime_names(runtime or None))
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    if report:
+        check_replaceable_file(report)
+    with err.status(f"verifying {artifact}"):
+        result = verify_artifact(artifact, weights=weights, runtimes=check_runtime_names(runtime or None))
     render_report(result, f"parity of {artifact}")
     if report:
-        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json_file(report, result.to_dict())
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARITY_FAILED)
 
 
 def render_rows(title: str, header: list[str], rows: list[list[str]], caption: str | None = None) -> None:
@@ -246,21 +334,21 @@ def profile(
     from mobileseg.bench.profile import ProfileRequest
     from mobileseg.bench.profile import profile as run_profile
     from mobileseg.bench.report import write_result
+    from mobileseg.outputs import check_replaceable_file
 
+    if out_file:
+        check_replaceable_file(out_file)
     request = ProfileRequest(target, device, runtime, precision, iterations, warmup, wait, threads, min_time, image,
                              not no_fallback, benchmark_model, compute_units)  # fmt: skip
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err, transient=True) as bar:  # fmt: skip
-            task = bar.add_task(f"profiling {target}", total=None)
-            result = run_profile(
-                request, progress=lambda msg: bar.update(task, description=msg),
-                on_iteration=lambda i, n: bar.update(task, completed=i, total=max(i, n)),
-            )  # fmt: skip
-        if out_file:
-            write_result(result, out_file)
-    except (MobilesegError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(f"profiling {target}", total=None)
+        result = run_profile(
+            request, progress=lambda msg: bar.update(task, description=msg),
+            on_iteration=lambda i, n: bar.update(task, completed=i, total=max(i, n)),
+        )  # fmt: skip
+    if out_file:
+        write_result(result, out_file)
     render_latency(result)
     if out_file:
         out.print(f"result: {out_file}")
@@ -287,23 +375,26 @@ def sweep_dilation(
 ) -> None:
     """Latency per dilation rate (default: the dissertation's Table 4.4 setup), with the graph facts per rate."""
     from mobileseg.bench.devices import load_device
+    from mobileseg.outputs import check_replaceable_file
+
+    try:
+        rate_values = tuple(int(v) for v in rates.split(","))
+    except ValueError:
+        raise MobilesegError(f"--rates {rates!r} is not a comma-separated list of integers") from None
+    height_width = parse_size(size, "--size")
+    protocol = load_device(device).protocol.with_overrides(iterations=iterations, warmup=warmup, wait_s=wait, threads=threads)
+    plot = plot or out_file.with_suffix(".png")
+    for path in (out_file, plot):
+        check_replaceable_file(path)
     from mobileseg.bench.report import write_result
     from mobileseg.bench.sweep import SweepRequest, run_sweep
 
-    try:
-        try:
-            rate_values = tuple(int(v) for v in rates.split(","))
-        except ValueError:
-            raise MobilesegError(f"--rates {rates!r} is not a comma-separated list of integers") from None
-        height_width = parse_size(size)
-        protocol = load_device(device).protocol.with_overrides(iterations=iterations, warmup=warmup, wait_s=wait, threads=threads)
-        request = SweepRequest(rate_values, channels, height_width, block, tuple(target or ("onnx", "tflite")), device, protocol)
-        with err.status("sweeping") as status:
-            result = run_sweep(request, progress=lambda msg: status.update(msg))
-        write_result(result, out_file)
-    except (MobilesegError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    render_latency(result, plot or out_file.with_suffix(".png"))
+    request = SweepRequest(rate_values, channels, height_width, block, tuple(target or ("onnx", "tflite")), device, protocol)
+    request.validate()
+    with err.status("sweeping") as status:
+        result = run_sweep(request, progress=lambda msg: status.update(msg))
+    write_result(result, out_file)
+    render_latency(result, plot)
     out.print(f"result: {out_file}")
 
 
@@ -316,11 +407,11 @@ def report(
     """Re-render a saved latency result as a table (and a sweep as a plot) without re-running."""
     from mobileseg.bench.report import load_result, plot_sweep, profile_rows, sweep_rows
     from mobileseg.bench.report import to_markdown as rows_markdown
+    from mobileseg.outputs import check_replaceable_file
 
-    try:
-        result = load_result(results)
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    result = load_result(results)
+    if plot:
+        check_replaceable_file(plot)
     if markdown:
         header, rows = profile_rows(result) if result["kind"] == "profile" else sweep_rows(result)
         print(rows_markdown(header, rows), end="")
@@ -360,20 +451,20 @@ def vos_train_gate(
 ) -> None:
     """Train the template, gate and delta generator (and the segmentation head) on generated sequences; report
     the Spearman correlation of P_reuse with the true IoU on held-out sequences."""
+    from mobileseg.outputs import check_replaceable_file
+
+    height, width = parse_size(size, "--size")
+    check_replaceable_file(out_file)
     from mobileseg.vos.train import TrainConfig, save_weights, train_gate
 
-    try:
-        height, width = parse_size(size)
-        config = TrainConfig(seed=seed, height=height, width=width, gate_steps=gate_steps,
-                             segmentation_steps=segmentation_steps, gate_sequences=gate_sequences,
-                             backbone_steps=backbone_steps, change_cue=not paper_gate)  # fmt: skip
-        config.validate()
-        with err.status("training") as status:
-            model, report = train_gate(config, lambda phase, step, steps, loss: status.update(
-                f"{phase}: step {step}/{steps}, loss {loss:.4f}"))  # fmt: skip
-        save_weights(model, out_file, report)
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    config = TrainConfig(seed=seed, height=height, width=width, gate_steps=gate_steps,
+                         segmentation_steps=segmentation_steps, gate_sequences=gate_sequences,
+                         backbone_steps=backbone_steps, change_cue=not paper_gate)  # fmt: skip
+    config.validate()
+    with err.status("training") as status:
+        model, report = train_gate(config, lambda phase, step, steps, loss: status.update(
+            f"{phase}: step {step}/{steps}, loss {loss:.4f}"))  # fmt: skip
+    save_weights(model, out_file, report)
     held = report["heldout"]
     out.print(f"trained in {report['train_seconds']} s; held-out: Spearman(P_reuse, IoU) = {held['spearman_p_reuse_vs_iou']}, "
               f"reuse ratio {held['reuse_ratio']} at tau {held['tau']}, mask IoU {held['mean_mask_iou']} ({held['frames']} frames)")
@@ -389,21 +480,21 @@ def vos_export(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
 ) -> None:
     """Export the eight subgraphs and the state-machine manifest; check each file against PyTorch."""
-    from mobileseg.export.artifact import check_destination
+    from mobileseg.outputs import check_destination
+
+    size = parse_size(input_size)
+    check_destination(out_dir, force)
+    if not weights.is_file():
+        raise MobilesegError(f"VOS weights not found: {weights} (make them with `mobileseg vos train-gate --out {weights}`)")
     from mobileseg.vos.export import TARGETS, VOSExportRequest, export_vos
     from mobileseg.vos.train import load_weights
 
-    try:
-        targets = tuple(TARGETS) if "all" in (target or []) else tuple(target or ("onnx",))
-        size = parse_size(input_size)
-        check_destination(out_dir, force)
-        model, report = load_weights(weights)
-        record = {"file": str(weights), "seed": report.get("config", {}).get("seed", 0), "training": report}
-        with err.status("exporting") as status:
-            manifest = export_vos(VOSExportRequest(model, out_dir, targets, size, force, record, record["seed"]),
-                                  progress=lambda msg: status.update(msg))  # fmt: skip
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    targets = tuple(TARGETS) if "all" in (target or []) else tuple(target or ("onnx",))
+    model, report = load_weights(weights)
+    record = {"file": str(weights), "seed": report.get("config", {}).get("seed", 0), "training": report}
+    with err.status("exporting") as status:
+        manifest = export_vos(VOSExportRequest(model, out_dir, targets, size, force, record, record["seed"]),
+                              progress=lambda msg: status.update(msg))  # fmt: skip
     rows = [[r["subgraph"], r["target"], r["precision"], r["runtime"],
              "; ".join(f"{k} {v['max_rel']:.1e}/{v['cosine']:.6f}" for k, v in r.get("metrics", {}).items()) or r.get("error", ""),
              "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]"] for r in manifest["parity"]["results"]]  # fmt: skip
@@ -426,12 +517,9 @@ def vos_run(
     """Track the objects of the first mask through a video; write one mask per frame and a per-frame log."""
     from mobileseg.vos.api import run_video
 
-    try:
-        with err.status("tracking") as status:
-            summary = run_video(artifact, video, mask, tau, runtime, out_dir, precision,
-                                progress=lambda t, n: status.update(f"frame {t}/{n}"))  # fmt: skip
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    with err.status("tracking") as status:
+        summary = run_video(artifact, video, mask, tau, runtime, out_dir, precision,
+                            progress=lambda t, n: status.update(f"frame {t}/{n}"))  # fmt: skip
     out.print(f"{summary['frames']} frames, {len(summary['objects'])} object(s), reuse ratio {summary['reuse_ratio']}, "
               f"mean {summary['mean_frame_ms']} ms/frame on {summary['backend']}; masks and log.json in {out_dir}")
 
@@ -444,17 +532,17 @@ def vos_verify(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the report JSON here.")] = None,
 ) -> None:
     """Subgraph parity on every runtime, then teacher-forced and free-running sequence parity against PyTorch."""
-    from mobileseg.export.artifact import write_json
+    from mobileseg.outputs import check_replaceable_file, write_json_file
+    from mobileseg.runtimes import check_runtime_names
     from mobileseg.vos.api import verify_artifact
 
-    try:
-        with err.status("verifying") as status:
-            report = verify_artifact(artifact, runtime or None, parse_taus(taus), progress=lambda m: status.update(m))
-        if out_file:
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(out_file, report)
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    tau_values = parse_taus(taus)
+    if out_file:
+        check_replaceable_file(out_file)
+    with err.status("verifying") as status:
+        report = verify_artifact(artifact, check_runtime_names(runtime or None), tau_values, progress=lambda m: status.update(m))
+    if out_file:
+        write_json_file(out_file, report)
     failed = [r for r in report["subgraphs"] if not r["passed"]]
     out.print(f"subgraphs: {len(report['subgraphs']) - len(failed)}/{len(report['subgraphs'])} pass")
     for r in failed:
@@ -488,14 +576,16 @@ def vos_bench(
     ),
 ) -> None:
     """Per-frame latency, FPS and reuse ratio for several tau on one generated sequence."""
+    from mobileseg.outputs import check_replaceable_file
+    from mobileseg.runtimes import check_runtime_names
     from mobileseg.vos.api import bench_artifact
 
-    try:
-        with err.status("benchmarking") as status:
-            result = bench_artifact(artifact, runtime or ["onnxruntime"], parse_taus(taus), length, seed, threads, out_file,
-                                    progress=lambda m: status.update(m))  # fmt: skip
-    except MobilesegError as exc:
-        raise fail(str(exc)) from None
+    tau_values = parse_taus(taus)
+    for path in (out_file, out_file.with_suffix(".png")):
+        check_replaceable_file(path)
+    with err.status("benchmarking") as status:
+        result = bench_artifact(artifact, check_runtime_names(runtime or ["onnxruntime"]), tau_values, length, seed, threads,
+                                out_file, progress=lambda m: status.update(m))  # fmt: skip
     rows = [[r["runtime"], str(row["tau"]), f"{row['reuse_ratio']:.3f}", f"{row['mean_ms']:.1f}", f"{row['fps']:.1f}",
              f"{row['latency_vs_tau1']:.3f}" if row["latency_vs_tau1"] else "-"]
             for r in result["runs"] for row in r["rows"]]  # fmt: skip

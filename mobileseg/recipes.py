@@ -8,6 +8,7 @@ target × precision. Unknown keys are errors, so a typo never silently falls bac
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from mobileseg.errors import RecipeError
 from mobileseg.images import PHOTOS
 from mobileseg.verify.metrics import JUDGED_ON_KEY, TOLERANCE_KEYS
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "export_recipes"
+# export_recipes/ sits at the top of the repository; mobileseg/export_recipes links to it, so that an installed
+# wheel carries the recipes inside the package (pyproject.toml: package-data)
+RECIPES_DIR = Path(__file__).parent / "export_recipes"
 INPUT_FORMATS = ("rgb01", "uint8", "normalized")
 KNOWN_TARGETS = ("onnx", "coreml", "tflite")
 TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("fp32", "fp16", "dynamic", "int8")}
@@ -87,53 +90,122 @@ def _section(data: dict, key: str, allowed: set[str], where: str) -> dict:
     return value
 
 
+# Bounds a recipe's numbers must keep: beyond them an export would only exhaust memory or time.
+MAX_BATCH = 64
+MAX_PARITY_RANDOM = 32
+MAX_SEED = 2**32 - 1
+
+
+def _whole(value: Any, where: str, name: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as a whole number within [low, high]; a `RecipeError` naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecipeError(f"{where}: {name} must be a whole number, not {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise RecipeError(f"{where}: {name} must be {bounds}, not {value}")
+    return value
+
+
+def _numbers(value: Any, where: str, name: str, count: int) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != count or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        raise RecipeError(f"{where}: {name} must be a list of {count} finite numbers, not {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _text(value: Any, where: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise RecipeError(f"{where}: {name} must be a string, not {value!r}")
+    return value
+
+
+def _switch(value: Any, where: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise RecipeError(f"{where}: {name} must be true or false, not {value!r}")
+    return value
+
+
 def _normalization(data: dict, default: zoo.Normalization, where: str) -> zoo.Normalization:
     """``mean_255``/``std_255``: the authors' statistics in 0..255 space; the network input is
     ``(255·x − mean_255) / std_255 / 255 = (x − mean_255/255) / std_255``. ``mean``/``std``: in [0, 1] space."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: input.normalization must be a mapping")
     unknown = set(data) - {"mean_255", "std_255", "mean", "std", "channel_order"}
     if unknown or ("mean" in data and "mean_255" in data) or ("std" in data and "std_255" in data):
         raise RecipeError(f"{where}: input.normalization takes mean_255/std_255 or mean/std, and channel_order")
-    mean = [float(v) / 255 for v in data["mean_255"]] if "mean_255" in data else data.get("mean", default.mean)
-    std = data["std_255"] if "std_255" in data else data.get("std", default.std)
-    return zoo.Normalization(
-        tuple(float(v) for v in mean), tuple(float(v) for v in std), str(data.get("channel_order", default.channel_order))
-    )
+    if "mean_255" in data:
+        mean = tuple(v / 255 for v in _numbers(data["mean_255"], where, "input.normalization.mean_255", 3))
+    else:
+        mean = _numbers(data.get("mean", default.mean), where, "input.normalization.mean", 3)
+    key = "std_255" if "std_255" in data else "std"
+    std = _numbers(data.get(key, default.std), where, f"input.normalization.{key}", 3)
+    order = _text(data.get("channel_order", default.channel_order), where, "input.normalization.channel_order")
+    return zoo.Normalization(mean, std, order)
+
+
+def _mapping(value: Any, where: str, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: {name} must be a mapping, not {value!r}")
+    return value
+
+
+def _tolerances(data: Any, where: str) -> dict[str, dict[str, dict[str, float | str]]]:
+    tolerances = {}
+    for target, per in _mapping(data, where, "tolerances").items():
+        tolerances[str(target)] = {}
+        for precision, bounds in _mapping(per, where, f"tolerances.{target}").items():
+            name = f"tolerances.{target}.{precision}"
+            values = {}
+            for key, value in _mapping(bounds, where, name).items():
+                if key == JUDGED_ON_KEY:
+                    values[key] = _text(value, where, f"{name}.{key}")
+                elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise RecipeError(f"{where}: {name}.{key} must be a finite number, not {value!r}")
+                else:
+                    values[str(key)] = float(value)
+            tolerances[str(target)][str(precision)] = values
+    return tolerances
 
 
 def parse_recipe(data: dict, source: str) -> Recipe:
+    """A `Recipe` from parsed YAML (or a manifest's copy); every field's type and range is checked, and a
+    wrong one is one `RecipeError` naming it."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping")
     unknown = set(data) - {"model", "weights", "input", "parity", "targets", "tolerances"}
     if unknown:
-        raise RecipeError(f"{source}: unknown key(s): {', '.join(sorted(unknown))}")
+        raise RecipeError(f"{source}: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
     if "model" not in data:
         raise RecipeError(f"{source}: missing 'model'")
-    spec = zoo.spec(str(data["model"]))
+    spec = zoo.spec(_text(data["model"], source, "model"))
     inp = _section(data, "input", {"size", "format", "batch", "dynamic_batch", "normalization"}, source)
     parity = _section(data, "parity", {"photos", "random", "seed"}, source)
-    norm = inp.get("normalization") or {}
-    try:
-        normalization = _normalization(norm, spec.normalization, source)
-        recipe = Recipe(
-            model=spec.name,
-            weights=data.get("weights", spec.checkpoint.filename),
-            input_size=tuple(int(v) for v in inp.get("size", spec.input_size)),
-            input_format=str(inp.get("format", "rgb01")),
-            batch=int(inp.get("batch", 1)),
-            dynamic_batch=bool(inp.get("dynamic_batch", False)),
-            normalization=normalization,
-            parity_photos=tuple(parity.get("photos", ("astronaut",))),
-            parity_random=int(parity.get("random", 2)),
-            seed=int(parity.get("seed", 0)),
-            targets={str(k): dict(v or {}) for k, v in (data.get("targets") or {"onnx": {}}).items()},
-            tolerances={
-                str(t): {str(p): {str(k): (str(v) if k == JUDGED_ON_KEY else float(v)) for k, v in bounds.items()} for p, bounds in per.items()}
-                for t, per in (data.get("tolerances") or {}).items()
-            },
-            source=source,
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise RecipeError(f"{source}: malformed recipe: {exc}") from exc
+    size = inp.get("size", list(spec.input_size))
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise RecipeError(f"{source}: input.size must be [height, width], not {size!r}")
+    photos = parity.get("photos", ["astronaut"])
+    if not isinstance(photos, (list, tuple)) or not all(isinstance(p, str) for p in photos):
+        raise RecipeError(f"{source}: parity.photos must be a list of photo names, not {photos!r}")
+    weights = data.get("weights", spec.checkpoint.filename)
+    targets = _mapping(data.get("targets") if "targets" in data else {"onnx": {}}, source, "targets")
+    recipe = Recipe(
+        model=spec.name,
+        weights=None if weights is None else _text(weights, source, "weights"),
+        input_size=tuple(_whole(v, source, "input.size", 1) for v in size),
+        input_format=_text(inp.get("format", "rgb01"), source, "input.format"),
+        batch=_whole(inp.get("batch", 1), source, "input.batch", 1, MAX_BATCH),
+        dynamic_batch=_switch(inp.get("dynamic_batch", False), source, "input.dynamic_batch"),
+        normalization=_normalization(inp.get("normalization") or {}, spec.normalization, source),
+        parity_photos=tuple(photos),
+        parity_random=_whole(parity.get("random", 2), source, "parity.random", 0, MAX_PARITY_RANDOM),
+        seed=_whole(parity.get("seed", 0), source, "parity.seed", 0, MAX_SEED),
+        targets={str(k): dict(_mapping(v, source, f"targets.{k}")) for k, v in (targets or {"onnx": {}}).items()},
+        tolerances=_tolerances(data.get("tolerances"), source),
+        source=source,
+    )
     validate(recipe)
     return recipe
 
@@ -152,7 +224,9 @@ def validate(recipe: Recipe) -> None:
     bad_photos = [p for p in recipe.parity_photos if p not in PHOTOS]
     if bad_photos:
         raise RecipeError(f"{where}: unknown parity photo(s) {', '.join(bad_photos)}; bundled: {', '.join(PHOTOS)}")
-    if recipe.parity_random < 0 or not (recipe.parity_photos or recipe.parity_random):
+    if recipe.parity_random < 0:
+        raise RecipeError(f"{where}: parity.random (the number of seeded random images) must be >= 0, not {recipe.parity_random}")
+    if not (recipe.parity_photos or recipe.parity_random):
         raise RecipeError(f"{where}: parity needs at least one photo or random image")
     for target, options in recipe.targets.items():
         if target not in KNOWN_TARGETS:
@@ -195,7 +269,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path} is not UTF-8 text (byte {exc.start}); a recipe is a YAML file") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
     return parse_recipe(data, str(path))

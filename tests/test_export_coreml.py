@@ -104,12 +104,12 @@ def test_unconvertible_op_names_model_target_and_op(tmp_path):
 
 
 def test_failed_conversion_leaves_no_partial_artifact(tmp_path, monkeypatch):
-    import mobileseg.export.pipeline as pipeline
+    import mobileseg.export.coreml as coreml
 
     def broken(*args, **kwargs):
         raise ExportError("cannot convert sinet to coreml fp16 at op erfinv (test)")
 
-    monkeypatch.setattr(pipeline, "export_coreml", broken)
+    monkeypatch.setattr(coreml, "export_coreml", broken)
     out = tmp_path / "sinet"
     with pytest.raises(MobilesegError, match="erfinv"):
         export_model(ExportRequest(model="sinet", targets=["onnx", "coreml"], random_weights=True, out=out))

@@ -13,7 +13,7 @@ from mobileseg.export.artifact import check_hashes, read_manifest
 from mobileseg.export.pipeline import ExportRequest, export_model
 from mobileseg.runtimes import get_runtime
 from mobileseg.verify.artifact import verify_artifact
-from mobileseg.zoo.checkpoint import sha256_file
+from mobileseg.hashing import sha256_file
 
 from conftest import TEST_SIZES, official_weights
 
@@ -83,16 +83,32 @@ def test_dynamic_batch_runs_any_batch(tmp_path):
     assert result.manifest["inputs"][0]["shape"][0] == "batch"
 
 
-def test_existing_folder_needs_force_and_is_left_untouched(tmp_path):
+def test_a_folder_mobileseg_did_not_write_is_never_replaced(tmp_path):
     out = tmp_path / "sinet"
-    out.mkdir()
+    (out / "sub").mkdir(parents=True)
     (out / "keep.txt").write_text("user data")
+    (out / "sub" / "data.csv").write_text("1,2\n")
+    for force in (False, True):
+        with pytest.raises(ArtifactError, match="is not a mobileseg artifact folder"):
+            export_model(ExportRequest("sinet", targets=["onnx"], out=out, force=force))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["keep.txt", "sub", "sub/data.csv"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sinet"]  # no temporary folders or lock left
+
+
+def test_an_artifact_folder_needs_force_and_only_its_own_files_are_replaced(tmp_path):
+    out = tmp_path / "sinet"
+    export_model(ExportRequest("sinet", targets=["onnx"], out=out))
+    first = (out / "manifest.json").read_bytes()
     with pytest.raises(ArtifactError, match="already exists; pass --force"):
-        export_model(ExportRequest("sinet", targets=["onnx"], out=out))
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    result = export_model(ExportRequest("sinet", targets=["onnx"], out=out, force=True))
-    assert not (result.folder / "keep.txt").exists() and (result.folder / "model.onnx").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["sinet"]  # no temporary folders left
+        export_model(ExportRequest("sinet", targets=["onnx"], out=out, use_cache=False))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match=r"holds files mobileseg did not write \(notes.txt\)"):
+        export_model(ExportRequest("sinet", targets=["onnx"], out=out, force=True, use_cache=False))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.onnx").is_file()
+    (out / "notes.txt").unlink()
+    again = export_model(ExportRequest("sinet", targets=["onnx"], out=out, force=True, use_cache=False))
+    assert not again.cached and (out / "manifest.json").read_bytes() == first  # a pure function of the inputs
+    assert [p.name for p in tmp_path.iterdir()] == ["sinet"]
 
 
 @pytest.mark.parametrize(

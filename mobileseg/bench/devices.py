@@ -23,7 +23,7 @@ import yaml
 from mobileseg.bench.latency import Protocol
 from mobileseg.errors import MobilesegError
 
-DEVICES_DIR = Path(__file__).resolve().parent.parent.parent / "devices"
+DEVICES_DIR = Path(__file__).parent.parent / "devices"  # the top-level devices/, linked into the package (as recipes)
 TRANSPORTS = ("local", "coremltools", "coreml-device", "adb")
 BENCHMARK_MODEL_ENV = "MOBILESEG_BENCHMARK_MODEL"
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from mobileseg.errors import MobilesegError
+
 
 @dataclass
 class LatencyStats:
@@ -92,6 +94,10 @@ def measure(
     return summarize(samples, first_ms)
 
 
+class ProtocolError(MobilesegError, ValueError):
+    """A measurement protocol that cannot be run (a negative wait, no iterations, ...)."""
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How a latency is measured: the device profiles' ``protocol:`` block, overridable from the CLI."""
@@ -106,16 +112,16 @@ class Protocol:
 
     def validate(self) -> None:
         if self.iterations < 1:
-            raise ValueError(f"iterations must be positive, got {self.iterations}")
+            raise ProtocolError(f"iterations must be positive, got {self.iterations}")
         if self.warmup < 0:
-            raise ValueError(f"warm-up runs must not be negative, got {self.warmup}")
+            raise ProtocolError(f"warm-up runs must not be negative, got {self.warmup}")
         if self.wait_s < 0 or self.min_time_s < 0:
-            raise ValueError("the wait and the minimum time must not be negative")
+            raise ProtocolError("the wait and the minimum time must not be negative")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be positive, got {self.threads}")
+            raise ProtocolError(f"threads must be positive, got {self.threads}")
 
     def with_overrides(self, **overrides) -> Protocol:
-        """This protocol with the given non-None values replaced, validated (ValueError if not valid)."""
+        """This protocol with the given non-None values replaced, validated (`ProtocolError` if not valid)."""
         protocol = replace(self, **{k: v for k, v in overrides.items() if v is not None})
         protocol.validate()
         return protocol

@@ -172,7 +172,19 @@ def host_info() -> dict:
 
 def profile(request: ProfileRequest, progress: Callable[[str], None] | None = None,
             on_iteration: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
-    """Measure and return the result (schema ``mobileseg.latency/1``, see docs/latency.md)."""
+    """Measure and return the result (schema ``mobileseg.latency/1``, see docs/latency.md). An artifact
+    folder is read under its lock: no export replaces it while it is measured."""
+    from mobileseg.outputs import reading
+
+    folder = Path(request.target)
+    if folder.is_dir():
+        with reading(folder):
+            return _profile(request, progress, on_iteration)
+    return _profile(request, progress, on_iteration)
+
+
+def _profile(request: ProfileRequest, progress: Callable[[str], None] | None = None,
+             on_iteration: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
     from mobileseg.runtimes import get_runtime
 
     say = progress or (lambda _msg: None)
@@ -216,8 +228,10 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] | None = No
             _torch_reference(artifacts) if runtime.name == "torch" else None
         )
         if artifact is None:
-            kinds = sorted({f"{a.target}" for a in artifacts})
-            raise ArtifactError(f"runtime {runtime.name} runs {runtime.target} artifacts; {request.target} has {', '.join(kinds) or 'none'}")
+            kinds = ", ".join(sorted({f"{a.target} {a.precision or ''}".strip() for a in artifacts})) or "none"
+            if request.precision and any(a.target == runtime.target for a in artifacts):
+                raise ArtifactError(f"{request.target} has no {request.precision} artifact for {runtime.name} (it has {kinds})")
+            raise ArtifactError(f"runtime {runtime.name} runs {runtime.target} artifacts; {request.target} has {kinds}")
     runtime.require()
     measurement = _measure_host(runtime, artifact, protocol, request, on_iteration)
     return _result(device, protocol, artifact, measurement, fallback_reason)

@@ -54,9 +54,11 @@ def load_result(path: Path) -> dict:
     if not Path(path).is_file():
         raise ResultError(f"results file not found: {path}")
     try:
-        result = json.loads(Path(path).read_text())
+        result = json.loads(Path(path).read_bytes())
     except json.JSONDecodeError as exc:
         raise ResultError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, ValueError) as exc:  # unreadable, or not UTF-8
+        raise ResultError(f"{path} is not readable JSON: {str(exc).splitlines()[0]}") from None
     errors = schema_errors(result)
     if errors:
         raise ResultError(f"{path} is not a mobileseg latency result: {errors[0]}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
@@ -133,24 +135,24 @@ def plot_sweep(result: dict, path: Path) -> Path:
 
 
 def save_figure(fig, path: Path, **savefig_options) -> Path:
-    """Lay out, write atomically (temp file, then rename) and close a matplotlib figure."""
+    """Lay out, write atomically (`outputs.write_file`: replacing only a plot of mobileseg's, marked in its
+    PNG ``Software`` text) and close a matplotlib figure."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    from mobileseg.outputs import PNG_SOFTWARE, check_replaceable_file, write_file
+
+    check_replaceable_file(path)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(temp, **savefig_options)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE}, **savefig_options)
     plt.close(fig)
-    temp.replace(path)
-    return path
+    return write_file(path, buffer.getvalue())
 
 
 def write_result(result: dict, path: Path) -> Path:
-    """Write atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(result, indent=1) + "\n")
-    temp.replace(path)
-    return path
+    """Write atomically, replacing only a file mobileseg wrote (`outputs.write_json_file`)."""
+    from mobileseg.outputs import write_json_file
+
+    return write_json_file(path, result)

@@ -9,7 +9,6 @@ TFLite's SpaceToBatch/BatchToSpace lowering), since that is often why latency de
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from mobileseg.bench.devices import load_device
 from mobileseg.bench.latency import Protocol, measure
 from mobileseg.bench.profile import SCHEMA, host_info
 from mobileseg.errors import MobilesegError
+from mobileseg.outputs import scratch
 
 BLOCKS = ("dwsep", "dw", "c3", "s2")
 TARGET_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
@@ -134,7 +134,7 @@ def run_sweep(request: SweepRequest, progress: Callable[[str], None] | None = No
     rng = np.random.default_rng(protocol.seed)
     data = rng.standard_normal(shape).astype(np.float32)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="mobileseg-sweep-") as tmp:
+    with scratch("sweep-") as tmp:
         for rate in request.rates:
             torch.manual_seed(0)
             block = DilatedBlock(request.block, request.channels, rate).eval()

@@ -1,26 +1,26 @@
-"""Artifact folders: written in a temporary sibling folder, then renamed into place.
+"""Artifact folders: the manifest that describes one and proves it whole.
 
-A folder holds the exported model files, ``manifest.json`` (sha256 of every other file, tool
-versions, recipe and options, input/output spec, seed) and the parity report. An existing folder is
-replaced only when asked (``force``), and only after the new one is complete.
+A folder holds the exported model files, ``manifest.json`` (sha256 of every other file, tool versions,
+recipe and options, input/output spec, seed) and the parity report. Folders are written through
+`mobileseg.outputs.staging_folder` (a staging folder renamed into place, under a lock). A manifest read
+back is checked for the shape of every field mobileseg uses, so a damaged one is one clear error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Mapping
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mobileseg.errors import ArtifactError
-from mobileseg.zoo.checkpoint import sha256_file
+from mobileseg.hashing import sha256_file
+from mobileseg.outputs import foreign_entries
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "mobileseg.artifact/1"
+OUTPUT_KINDS = ("softmax_logits", "sigmoid_logit")
 TRACKED_PACKAGES = (
     "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript",
     "coremltools", "onnx2tf", "tensorflow", "ai-edge-litert", "tflite-runtime",
@@ -39,46 +39,12 @@ def tool_versions(packages: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return versions
 
 
-def check_destination(out: Path, force: bool) -> None:
-    """Fail up front (before any work) when ``out`` exists and may not be replaced."""
-    if out.exists() and not force:
-        raise ArtifactError(f"output folder {out} already exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"output path {out} exists and is not a folder")
-
-
-@contextlib.contextmanager
-def staging_folder(out: Path, force: bool) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``out``; on success rename it to ``out``, else delete it."""
-    check_destination(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield staging
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(retired / out.name)
-            try:
-                staging.rename(out)
-            except OSError:
-                (retired / out.name).rename(out)  # put the previous artifact back
-                raise
-            finally:
-                if out.exists():  # else the previous artifact could not be restored: keep it in `retired`
-                    shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` except the manifest, by relative POSIX path."""
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
     }
 
 
@@ -86,29 +52,79 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def write_manifest(folder: Path, manifest: dict) -> dict:
-    manifest = {"schema": MANIFEST_SCHEMA, **manifest, "files": file_hashes(folder)}
+def write_manifest(folder: Path, manifest: dict, schema: str = MANIFEST_SCHEMA) -> dict:
+    manifest = {"schema": schema, **manifest, "files": file_hashes(folder)}
     write_json(folder / MANIFEST, manifest)
     return manifest
 
 
-def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not Path(folder).is_dir():
+def read_manifest(folder: Path, schema: str = MANIFEST_SCHEMA) -> dict:
+    """The manifest of ``folder``, its fields checked (`check_manifest`); `ArtifactError` names what is wrong."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
         raise ArtifactError(f"artifact folder not found: {folder}")
     if not path.is_file():
         raise ArtifactError(f"{folder} is not a mobileseg artifact folder (no {MANIFEST})")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("schema") != MANIFEST_SCHEMA:
-        raise ArtifactError(f"{path}: unsupported manifest schema {manifest.get('schema')!r}")
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ArtifactError(f"{path} is not readable JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path} is not a JSON object")
+    if manifest.get("schema") != schema:
+        raise ArtifactError(f"{path}: unsupported manifest schema {manifest.get('schema')!r} (expected {schema!r})")
+    check_manifest(manifest, path)
     return manifest
 
 
+def _relative_file(name: object) -> bool:
+    """A file name a manifest may hold: a relative POSIX path that stays inside the folder."""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def check_manifest(manifest: dict, path: Path) -> None:
+    """Raise `ArtifactError` when a field mobileseg reads has the wrong type or points outside the folder."""
+
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {what}")
+
+    files = manifest.get("files")
+    if not isinstance(files, Mapping) or not all(_relative_file(k) and isinstance(v, str) for k, v in files.items()):
+        raise bad("'files' must map each file (a path inside the folder) to its sha256")
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, list) or not artifacts:
+        raise bad("'artifacts' must be a non-empty list")
+    for entry in artifacts:
+        if not isinstance(entry, Mapping):
+            raise bad("each entry of 'artifacts' must be an object")
+        if not all(isinstance(entry.get(key), str) for key in ("target", "precision", "file")):
+            raise bad("each entry of 'artifacts' needs 'target', 'precision' and 'file' strings")
+        if not _relative_file(entry["file"]):
+            raise bad(f"artifact file {entry['file']!r} is not a path inside the folder")
+        if "io" in entry and not isinstance(entry["io"], Mapping):
+            raise bad(f"'io' of {entry['file']} must be an object")
+    if manifest.get("kind") is None:  # a model export (VOS folders describe their subgraphs instead)
+        model = manifest.get("model")
+        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+            raise bad("'model' must be an object with a 'name'")
+        if model.get("output_kind") not in OUTPUT_KINDS:
+            raise bad(f"'model.output_kind' must be one of {', '.join(OUTPUT_KINDS)}")
+        weights = model.get("weights")
+        if not isinstance(weights, Mapping) or not all(
+            isinstance(weights.get(key), (str, type(None))) for key in ("path", "sha256")
+        ):
+            raise bad("'model.weights' must be an object with 'path' and 'sha256' (strings or null)")
+        if not isinstance(manifest.get("recipe"), Mapping):
+            raise bad("'recipe' must be an object")
+
+
 def check_hashes(folder: Path, manifest: dict) -> list[str]:
-    """Files whose sha256 no longer matches the manifest (or that are missing)."""
+    """What makes ``folder`` differ from its manifest: files missing or changed since export, and files
+    or folders the manifest does not list."""
     problems = []
     for name, digest in manifest.get("files", {}).items():
         path = folder / name
@@ -116,4 +132,5 @@ def check_hashes(folder: Path, manifest: dict) -> list[str]:
             problems.append(f"{name} is missing")
         elif sha256_file(path) != digest:
             problems.append(f"{name} changed since export (sha256 mismatch)")
+    problems += [f"{name} is not listed in the manifest" for name in foreign_entries(folder) or []]
     return problems

@@ -21,10 +21,9 @@ import json
 import logging
 import os
 import re
-import tempfile
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,46 +33,12 @@ from torch import nn
 from mobileseg.errors import ExportError
 from mobileseg.export import coreml_fallback
 from mobileseg.export.coreml_fallback import mil_name
+from mobileseg.export.options import CoreMLOptions
 from mobileseg.export.preprocess import WithPreprocessing, format_input
+from mobileseg.outputs import scratch as scratch_folder
 from mobileseg.runtimes.coreml_support import coreml_input_array, coremltools_log, import_coremltools
 from mobileseg.runtimes.mil_reference import MilProgram, UnsupportedMilOpError
 from mobileseg.zoo import Normalization
-
-PRECISIONS = ("fp16", "fp32")
-INPUT_TYPES = ("tensor", "image")
-SOURCES = ("trace", "export")
-DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
-
-
-@dataclass(frozen=True)
-class CoreMLOptions:
-    precisions: tuple[str, ...] = PRECISIONS
-    input_type: str = "tensor"
-    minimum_deployment_target: str = "iOS16"
-    source: str = "trace"
-    float_fallback: bool = True  # fp16: keep in fp32 the ops fp16 arithmetic wrecks (export/coreml_fallback.py)
-
-    def validate(self, input_format: str) -> None:
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            raise ExportError(f"coreml has no precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
-        if self.input_type not in INPUT_TYPES:
-            raise ExportError(f"coreml input type {self.input_type!r} is not one of {', '.join(INPUT_TYPES)}")
-        if self.minimum_deployment_target not in DEPLOYMENT_TARGETS:
-            raise ExportError(
-                f"coreml deployment target {self.minimum_deployment_target!r} is not one of {', '.join(DEPLOYMENT_TARGETS)} "
-                "(ML programs need iOS15/macOS12 or later)"
-            )
-        if self.source not in SOURCES:
-            raise ExportError(f"coreml source {self.source!r} is not one of {', '.join(SOURCES)}")
-        if self.input_type == "image" and input_format == "normalized":
-            raise ExportError("a coreml image input carries pixels; it needs input format rgb01 or uint8, not normalized")
-        if self.input_type == "tensor" and input_format == "uint8":
-            raise ExportError("Core ML tensor inputs cannot be uint8; use --coreml-input image or input format rgb01")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "precisions": list(self.precisions)}
-
 
 @dataclass
 class CoreMLModelInfo:
@@ -129,7 +94,7 @@ def export_coreml(
         pictures = format_input(calibration[: coreml_fallback.SAMPLES], picture_format, norm)
         fallback_feeds = [{"image": coreml_input_array(picture[None], input_spec)} for picture in pictures]
     entries = {}
-    with tempfile.TemporaryDirectory(prefix="mobileseg-coreml-") as scratch:
+    with scratch_folder("coreml-") as scratch:
         for precision in sorted(options.precisions, key=lambda p: p != "fp32"):  # fp32 first: the fallback reads it
             file = f"model_{precision}.mlpackage"
             fallback, note = None, None

@@ -14,31 +14,14 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mobileseg.errors import ExportError
-
-DEFAULT_OPSET = 17
-OPSET_RANGE = (11, 21)
-
-
-@dataclass(frozen=True)
-class OnnxOptions:
-    opset: int = DEFAULT_OPSET
-    exporter: str = "torchscript"  # or "dynamo"
-    simplify: bool = True
-    dynamic_batch: bool = False
-    dynamic_spatial: bool = False  # symbolic height and width on the input and output
-    input_name: str = "image"
-    output_name: str = "logits"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from mobileseg.export.options import OnnxOptions
 
 @dataclass
 class OnnxExportInfo:
@@ -78,10 +61,7 @@ def export_onnx_graph(
     """Export a module with several named inputs and outputs (static shapes unless ``dynamic_axes``)."""
     import onnx
 
-    if not OPSET_RANGE[0] <= options.opset <= OPSET_RANGE[1]:
-        raise ExportError(f"ONNX opset {options.opset} is not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
-    if options.exporter not in ("torchscript", "dynamo"):
-        raise ExportError(f"unknown ONNX exporter {options.exporter!r}; choose torchscript or dynamo")
+    options.validate()
     raw_path = path.with_suffix(".raw.onnx")
     try:
         with warnings.catch_warnings():

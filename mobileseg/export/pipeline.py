@@ -1,39 +1,34 @@
 """The recipe-driven export pipeline: one call exports a zoo model to every requested target,
-checks parity against PyTorch and writes the artifact folder atomically."""
+checks parity against PyTorch and writes the artifact folder atomically.
+
+Everything the request can get wrong (model, sizes, paths, recipe, options) is checked, and an up-to-date
+folder is returned, before PyTorch or a converter is imported: those load in `_export`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mobileseg import zoo
 from mobileseg.errors import CheckpointError, MobilesegError, RecipeError
-from mobileseg.export.artifact import (
-    MANIFEST, check_destination, check_hashes, read_manifest, staging_folder, tool_versions, write_json, write_manifest,
-)  # fmt: skip
-from mobileseg.export import coreml_fallback
-from mobileseg.export.coreml import CoreMLModelInfo, CoreMLOptions, export_coreml
-from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
-from mobileseg.export.onnx import OnnxOptions, export_onnx
-from mobileseg.export.preprocess import INPUT_DTYPES, WithPreprocessing, example_input, format_input
-from mobileseg.export.symbolic import for_symbolic_shapes
-from mobileseg.export.tflite import FALLBACK_SAMPLES, TfliteOptions, ambiguous_tensors, export_tflite
-from mobileseg.images import calibration_images
+from mobileseg.export.artifact import MANIFEST, check_hashes, read_manifest, tool_versions, write_json, write_manifest
+from mobileseg.export.options import CoreMLOptions, OnnxOptions, TfliteOptions
+from mobileseg.hashing import sha256_file
+from mobileseg.outputs import check_destination, reading, scratch, staging_folder
 from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
-from mobileseg.runtimes.coreml_support import coremltools_notes
-from mobileseg.verify.parity import ParityReport, run_parity
-from mobileseg.verify.report import to_markdown
-from mobileseg.zoo.checkpoint import sha256_file
+from mobileseg.verify.results import ParityReport
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
 DEFAULT_ARTIFACTS_DIR = Path("artifacts")
@@ -73,6 +68,7 @@ class ExportResult:
     recipe: Recipe = field(repr=False)
     reference: nn.Module | None = field(default=None, repr=False)  # the wrapped PyTorch model (None on a cache hit)
     cached: bool = False  # the folder was already up to date: nothing was exported
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (empty on a cache hit)
 
 
 def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool) -> Path | None:
@@ -98,6 +94,10 @@ def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool)
 
 def build_reference(recipe: Recipe, weights: Path | None) -> nn.Module:
     """The zoo model with weights (seeded random init when none), wrapped with the recipe's preprocessing."""
+    import torch
+
+    from mobileseg.export.preprocess import WithPreprocessing
+
     torch.manual_seed(recipe.seed)
     model = zoo.build(recipe.model, weights)
     return WithPreprocessing(model, recipe.normalization, recipe.input_format).eval()
@@ -111,6 +111,8 @@ def weights_record(recipe: Recipe, weights: Path | None) -> dict:
 
 
 def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
+    from mobileseg.export.preprocess import INPUT_DTYPES
+
     spec = zoo.spec(recipe.model)
     height, width = recipe.input_size
     batch = "batch" if recipe.dynamic_batch else recipe.batch
@@ -180,27 +182,40 @@ def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: i
 
 
 def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:
-    """The existing artifact folder if it was exported with the same fingerprint and is intact."""
+    """The existing artifact folder if it was exported with the same fingerprint and is intact (every file
+    as its manifest records it, and nothing else in the folder)."""
     if not (out / MANIFEST).is_file():
         return None
     try:
-        manifest = read_manifest(out)
-        if manifest.get("fingerprint") != fingerprint or check_hashes(out, manifest):
-            return None
-        report = ParityReport.from_dict(json.loads((out / manifest["parity"]["report"]).read_text()))
-    except (MobilesegError, OSError, KeyError, ValueError):
+        with reading(out):
+            manifest = read_manifest(out)
+            if manifest.get("fingerprint") != fingerprint or check_hashes(out, manifest):
+                return None
+            report = ParityReport.from_dict(json.loads((out / manifest["parity"]["report"]).read_text()))
+    except (MobilesegError, OSError, KeyError, TypeError, ValueError):
         return None
     return ExportResult(out, manifest, report, recipe, None, cached=True)
 
 
-def export_model(request: ExportRequest, progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Export, verify and write the artifact folder; raises a `MobilesegError` for any user mistake
-    before anything is written, and leaves no partial folder behind on failure.
+@dataclass
+class _Plan:
+    """A checked request: what `_export` makes."""
 
-    An existing folder exported from the same recipe, weights, tool versions and mobileseg code, with
-    every file matching its manifest hash, is returned as it is (``cached``) unless ``use_cache`` is off.
-    """
-    say = progress or (lambda _msg: None)
+    recipe: Recipe
+    targets: list[str]
+    target_options: dict[str, dict]
+    onnx: OnnxOptions | None
+    coreml: CoreMLOptions | None
+    tflite: TfliteOptions | None
+    out: Path
+    weights: Path | None
+    weights_info: dict
+    versions: dict
+    fingerprint: str
+
+
+def plan_export(request: ExportRequest) -> _Plan:
+    """Check everything the request can get wrong, without PyTorch or a converter; `MobilesegError` names it."""
     recipe = load_recipe(request.recipe or request.model)
     if recipe.model != request.model:
         raise RecipeError(f"recipe {recipe.source} is for {recipe.model}, not {request.model}")
@@ -212,21 +227,12 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     validate(recipe)
     if recipe.dynamic_batch and set(targets) - {"onnx"}:
         raise RecipeError("a dynamic batch axis is for the onnx target only; export coreml/tflite with a static batch")
-    spec = zoo.spec(recipe.model)
-    spec.check_input_size(*recipe.input_size)
-    out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
-    weights = resolve_weights(recipe, request.weights, request.random_weights)
-    weights_info = weights_record(recipe, weights)
-    versions = tool_versions()
-    fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
-    if request.use_cache:
-        cached = _cached(out, fingerprint, recipe)
-        if cached is not None:
-            say("artifact is up to date")
-            return cached
-    check_destination(out, request.force)
-    coreml_options = _coreml_options(target_options.get("coreml")) if "coreml" in targets else None
-    tflite_options = _tflite_options(target_options.get("tflite")) if "tflite" in targets else None
+    zoo.spec(recipe.model).check_input_size(*recipe.input_size)
+    onnx_options = _onnx_options(target_options.get("onnx", {}), recipe) if {"onnx", "tflite"} & set(targets) else None
+    coreml_options = _coreml_options(target_options["coreml"]) if "coreml" in targets else None
+    tflite_options = _tflite_options(target_options["tflite"]) if "tflite" in targets else None
+    if onnx_options:
+        onnx_options.validate()
     if coreml_options:
         coreml_options.validate(recipe.input_format)
     if tflite_options:
@@ -234,26 +240,62 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
         folder = target_options["tflite"].get("calibration")
         if folder and "int8" in tflite_options.precisions and not Path(folder).is_dir():
             raise RecipeError(f"calibration folder not found: {folder}")
+    out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
+    weights = resolve_weights(recipe, request.weights, request.random_weights)
+    weights_info = weights_record(recipe, weights)
+    versions = tool_versions()
+    fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
+    return _Plan(recipe, targets, target_options, onnx_options, coreml_options, tflite_options, out, weights,
+                 weights_info, versions, fingerprint)  # fmt: skip
 
+
+def export_model(request: ExportRequest, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export, verify and write the artifact folder; raises a `MobilesegError` for any user mistake
+    before anything is written, and leaves no partial folder behind on failure.
+
+    An existing folder exported from the same recipe, weights, tool versions and mobileseg code, with
+    every file matching its manifest hash and no other file, is returned as it is (``cached``) unless
+    ``use_cache`` is off. The time each stage took is in the result (``timings``), not in the folder,
+    so that two exports of the same inputs are identical to the byte.
+    """
+    say = progress or (lambda _msg: None)
+    plan = plan_export(request)
+    if request.use_cache:
+        cached = _cached(plan.out, plan.fingerprint, plan.recipe)
+        if cached is not None:
+            say("artifact is up to date")
+            return cached
+    check_destination(plan.out, request.force)
+    return _export(plan, request, say)
+
+
+def _export(plan: _Plan, request: ExportRequest, say: Callable[[str], None]) -> ExportResult:
+    from mobileseg.export import coreml_fallback
+    from mobileseg.export.coreml import export_coreml
+    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.export.onnx import export_onnx
+    from mobileseg.export.preprocess import example_input, format_input
+    from mobileseg.export.tflite import FALLBACK_SAMPLES
+    from mobileseg.images import calibration_images
+    from mobileseg.runtimes.coreml_support import coremltools_notes
+    from mobileseg.verify.parity import run_parity
+    from mobileseg.verify.report import to_markdown
+
+    recipe, targets, target_options, out = plan.recipe, plan.targets, plan.target_options, plan.out
+    coreml_options, tflite_options, options = plan.coreml, plan.tflite, plan.onnx
+    spec = zoo.spec(recipe.model)
     say(f"building {recipe.model}")
-    reference = build_reference(recipe, weights)
+    reference = build_reference(recipe, plan.weights)
     shape = (recipe.batch, 3, *recipe.input_size)
     timings: dict[str, float] = {}
     notes: list[str] = []
-    with staging_folder(out, request.force) as staging, tempfile.TemporaryDirectory(prefix="mobileseg-") as scratch:
+    with staging_folder(out, request.force) as staging, scratch("export-") as scratch_dir:
         artifacts = []
         if "onnx" in targets or "tflite" in targets:
             say("exporting ONNX")
             started = time.perf_counter()
-            onnx_options = target_options.get("onnx", {})
-            options = OnnxOptions(
-                opset=int(onnx_options.get("opset", OnnxOptions.opset)),
-                exporter=str(onnx_options.get("exporter", OnnxOptions.exporter)),
-                simplify=bool(onnx_options.get("simplify", True)),
-                dynamic_batch=recipe.dynamic_batch,
-            )
             # TFLite converts from the ONNX file; it stays out of the artifact unless onnx was asked for.
-            onnx_path = (staging if "onnx" in targets else Path(scratch)) / "model.onnx"
+            onnx_path = (staging if "onnx" in targets else scratch_dir) / "model.onnx"
             example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
             info = export_onnx(reference, example, onnx_path, options, metadata=_onnx_metadata(recipe))
             timings["onnx"] = time.perf_counter() - started
@@ -294,19 +336,19 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             if float_precisions:
                 tflite_artifacts += _tflite(
                     reference, onnx_path, example, options, replace(tflite_options, precisions=float_precisions),
-                    calibration, recipe, output_shape, Path(scratch) / "float", staging,
+                    calibration, recipe, output_shape, scratch_dir / "float", staging,
                 )  # fmt: skip
             if "int8" in tflite_options.precisions:
                 # int8 converts the same function rewritten to quantise well (exact to ~1e-5; see
                 # export/int8_graph.py). Float precisions keep the graph of the ONNX artifact; the second
                 # onnx2tf run this costs is paid only when int8 is asked for.
                 int8_reference, rewrites = int8_module(reference, calibration, tflite_options.channel_equalization)
-                int8_onnx = Path(scratch) / "model_int8.onnx"
+                int8_onnx = scratch_dir / "model_int8.onnx"
                 export_onnx(int8_reference, example, int8_onnx, options)
                 rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
                 int8_artifacts = _tflite(
                     int8_reference, int8_onnx, example, options, replace(tflite_options, precisions=("int8",)),
-                    calibration, recipe, output_shape, Path(scratch) / "int8", staging, batchnorms_as_depthwise_convs,
+                    calibration, recipe, output_shape, scratch_dir / "int8", staging, batchnorms_as_depthwise_convs,
                 )  # fmt: skip
                 for entry in int8_artifacts:
                     entry["int8_rewrites"] = rewrites
@@ -325,20 +367,19 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
             "model": {
                 "name": recipe.model, "description": spec.description, "params": spec.params,
                 "num_classes": spec.num_classes, "output_kind": spec.output_kind,
-                "weights": weights_info, "checkpoint_source": spec.checkpoint.source,
+                "weights": plan.weights_info, "checkpoint_source": spec.checkpoint.source,
             },
             "recipe": recipe.to_dict(),
             "inputs": inputs,
             "outputs": outputs,
             "artifacts": artifacts,
-            "versions": versions,
+            "versions": plan.versions,
             "seed": recipe.seed,
-            "fingerprint": fingerprint,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "fingerprint": plan.fingerprint,
             "notes": notes,
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip
-    return ExportResult(out, manifest, report, recipe, reference)
+    return ExportResult(out, manifest, report, recipe, reference, timings={k: round(v, 3) for k, v in timings.items()})
 
 
 def _tflite(
@@ -346,17 +387,33 @@ def _tflite(
     calibration: np.ndarray, recipe: Recipe, output_shape: tuple[int, ...], scratch: Path, staging: Path,
     onnx_rewrite: Callable[[Path], object] | None = None,
 ) -> list[dict]:
-    """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); with symbolic height
-    and width where needed."""
-    symbolic_onnx = None
-    if ambiguous_tensors(onnx_path):
+    """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); the graph with symbolic
+    height and width is converted first where a channel count equals a spatial size, and as the fallback of
+    a static graph onnx2tf cannot convert."""
+    from mobileseg.export.onnx import export_onnx
+    from mobileseg.export.symbolic import for_symbolic_shapes
+    from mobileseg.export.tflite import ambiguous_tensors, export_tflite
+
+    def symbolic_onnx() -> Path:
         scratch.mkdir(parents=True, exist_ok=True)
-        symbolic_onnx = scratch / "model_symbolic.onnx"
-        export_onnx(for_symbolic_shapes(module, example), example, symbolic_onnx, replace(onnx_options, dynamic_spatial=True))
+        path = scratch / "model_symbolic.onnx"
+        export_onnx(for_symbolic_shapes(module, example), example, path, replace(onnx_options, dynamic_spatial=True))
         if onnx_rewrite is not None:
-            onnx_rewrite(symbolic_onnx)
+            onnx_rewrite(path)
+        return path
+
     return export_tflite(
-        onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx
+        onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx,
+        symbolic_first=bool(ambiguous_tensors(onnx_path)),
+    )  # fmt: skip
+
+
+def _onnx_options(options: dict, recipe: Recipe) -> OnnxOptions:
+    return OnnxOptions(
+        opset=int(options.get("opset", OnnxOptions.opset)),
+        exporter=str(options.get("exporter", OnnxOptions.exporter)),
+        simplify=bool(options.get("simplify", True)),
+        dynamic_batch=recipe.dynamic_batch,
     )
 
 
@@ -383,7 +440,9 @@ def _tflite_options(options: dict) -> TfliteOptions:
     )
 
 
-def _coreml_info(recipe: Recipe) -> CoreMLModelInfo:
+def _coreml_info(recipe: Recipe):
+    from mobileseg.export.coreml import CoreMLModelInfo
+
     spec = zoo.spec(recipe.model)
     return CoreMLModelInfo(
         name=recipe.model, description=spec.description, classes=tuple(spec.class_names),

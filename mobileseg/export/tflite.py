@@ -38,75 +38,41 @@ import os
 import re
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
 from mobileseg.export.int8_bias import correct_biases
+from mobileseg.export.options import TfliteOptions
 from mobileseg.export.tflite_fallback import tflite_interpreter, read_model, with_float_fallback, write_model
+from mobileseg.outputs import scratch
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes import get_runtime
 from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 # Float fallback (export/tflite_fallback.py), per precision: the label agreement with the fp32 file to
 # reach on the calibration pictures (half the disagreement the recipes allow against PyTorch on photos),
 # the local error above which an op gets float weights at once, and op types always kept float:
 # tflite-runtime 2.14 cannot load a dynamic-range (hybrid) TRANSPOSE_CONV.
 FALLBACK_GOALS = {"fp16": (0.995, 0.01, ()), "dynamic": (0.985, 0.1, ("TRANSPOSE_CONV",))}
 FALLBACK_SAMPLES = 2
-RANGE_METHODS = ("minmax", "mse")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # onnx2tf runs first without its strict mode; a Keras model further than this from ONNX on the sample
 # picture (max abs difference / ONNX's peak) is converted again in strict mode.
 ONNX2TF_CHECK_LIMIT = 1e-3
 
 
-@dataclass(frozen=True)
-class TfliteOptions:
-    precisions: tuple[str, ...] = PRECISIONS
-    keep_nchw: bool = False  # NCHW input (and whatever output layout onnx2tf gives) instead of NHWC
-    int8_io: bool = False  # int8 models take and return int8 tensors (else float32 I/O around int8 kernels)
-    calibration_samples: int = 16
-    activation_ranges: str = "minmax"  # int8 activation ranges: "minmax" (observed) or "mse" (see _mse_ranges)
-    float_fallback: bool = True  # fp16 / dynamic: float32 weights where quantised ones wreck the result
-    bias_correction: bool = True  # int8: take each convolution's mean output shift out of its bias (int8_bias.py)
-    channel_equalization: float = 0.75  # int8: strength of the channel-range equalisation (int8_graph.py); 0 = off
-
-    def validate(self, input_format: str) -> None:
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            raise ExportError(f"tflite has no precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
-        if self.int8_io and input_format == "uint8":
-            raise ExportError("--int8-io needs a float input format (rgb01 or normalized); uint8 input is already integer")
-        if self.calibration_samples < 1:
-            raise ExportError("tflite calibration needs at least one sample")
-        if not 0.0 <= self.channel_equalization <= 1.0:
-            raise ExportError(f"tflite channel_equalization must be between 0 (off) and 1, not {self.channel_equalization}")
-        if self.activation_ranges not in RANGE_METHODS:
-            raise ExportError(
-                f"unknown int8 activation range method {self.activation_ranges!r}; choose {' or '.join(RANGE_METHODS)}"
-            )
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "precisions": list(self.precisions)}
-
-
 def ambiguous_tensors(onnx_path: Path) -> list[str]:
-    """Names of the 4-D tensors whose layout onnx2tf cannot tell from their shape: a channel count equal
-    to the height or width, or a 1×1 map (see the module notes; C3Net at 8×8 and ExtremeC3Net at 4×4 end
-    in 1×1 maps, which onnx2tf cannot convert as static graphs)."""
+    """Names of the 4-D tensors whose channel count equals their height or width (see the module notes)."""
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path), load_external_data=False))
     names = []
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-        if len(dims) == 4 and all(dims) and dims[1] > 1 and (dims[1] in dims[2:] or dims[2] == dims[3] == 1):
+        if len(dims) == 4 and all(dims) and dims[1] > 1 and dims[1] in dims[2:]:
             names.append(value.name)
     return names
 
@@ -132,7 +98,7 @@ def _require_onnx2tf(log_path: Path) -> None:
         with captured_output(log_path):
             import onnx2tf  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError("the tflite target needs onnx2tf: pip install 'mobileseg[tflite]'") from exc
+        raise MissingDependencyError("the tflite target", "onnx2tf", "tflite") from exc
 
 
 def _failure(model_name: str, stage: str, exc: BaseException, log_path: Path) -> ExportError:
@@ -151,14 +117,16 @@ def export_tflite(
     input_format: str,
     expected_output: tuple[int, ...],
     model_name: str,
-    symbolic_onnx: Path | None = None,
+    symbolic_onnx: Path | Callable[[], Path] | None = None,
+    symbolic_first: bool = True,
 ) -> list[dict]:
     """Convert the exported ONNX file into one ``model_<precision>.tflite`` per precision in ``folder``.
 
     ``calibration`` is NCHW in the model's input format (used for int8, and its first pictures as onnx2tf's
     sample); ``expected_output`` is the NCHW logits shape, used to tell the layout of each written output.
-    ``symbolic_onnx``, the same network with symbolic height and width, is converted instead of
-    ``onnx_path`` when given (see the module notes); if onnx2tf cannot convert it, the static file is.
+    ``symbolic_onnx`` is the same network with symbolic height and width (or a function that exports it
+    when first needed); it is converted before ``onnx_path`` when ``symbolic_first`` (see the module notes),
+    else only when onnx2tf cannot convert the static graph (C3Net at 8×8, ExtremeC3Net at 4×4).
     """
     options.validate(input_format)
     batch, (height, width) = expected_output[0], calibration.shape[2:]
@@ -166,13 +134,16 @@ def export_tflite(
     sample = picture.transpose(0, 2, 3, 1)
     channels = calibration.shape[1]
     static_shape = (batch, channels, height, width) if options.keep_nchw else (batch, height, width, channels)
-    with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
+    with scratch("onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)
         expected = _onnx_output(onnx_path, picture)
+        graphs = [("static", onnx_path)]
+        if symbolic_onnx is not None:
+            graphs.insert(0 if symbolic_first else 1, ("symbolic", symbolic_onnx))
         keras_model, function, shapes, check, note = _checked_keras_model(
-            onnx_path, symbolic_onnx, workdir, sample, picture, expected, options, log_path, static_shape, model_name,
+            graphs, workdir, sample, picture, expected, options, log_path, static_shape, model_name,
         )  # fmt: skip
         entries, float_file = [], None
         samples = calibration[:FALLBACK_SAMPLES] if options.keep_nchw else calibration[:FALLBACK_SAMPLES].transpose(0, 2, 3, 1)
@@ -203,29 +174,34 @@ def export_tflite(
 
 
 def _checked_keras_model(
-    onnx_path: Path, symbolic_onnx: Path | None, workdir: Path, sample: np.ndarray, picture: np.ndarray,
+    graphs: list[tuple[str, Path | Callable[[], Path]]], workdir: Path, sample: np.ndarray, picture: np.ndarray,
     expected: np.ndarray, options: TfliteOptions, log_path: Path, static_shape: tuple[int, ...], model_name: str,
 ):
     """onnx2tf's Keras model, traced to ``static_shape`` and checked against ONNX's ``expected`` output on the
     sample ``picture``: ``(keras_model, function, shapes, check, note)``.
 
-    Conversions are tried in order until one is within `ONNX2TF_CHECK_LIMIT`: the symbolic graph (when
-    given), then the static one, each without and then with onnx2tf's strict mode. A graph whose conversion
-    fails (onnx2tf cannot convert SINet's channel shuffle with symbolic height and width, for one) or cannot
-    be traced to the static shape is passed over; when none meets the limit, the closest is kept and the
-    note says so (parity then reports it). ``shapes`` is "symbolic" or "static"; ``check["attempts"]``
-    lists every conversion tried with its error on the picture, or why it failed.
+    ``graphs`` are ``("symbolic" | "static", ONNX file or a function that writes it)``. Every graph is
+    converted in their order without onnx2tf's strict mode, then with it, until one is within
+    `ONNX2TF_CHECK_LIMIT`. A graph whose conversion fails (onnx2tf cannot convert SINet's channel shuffle
+    with symbolic height and width; C3Net at 8×8 as a static graph) or cannot be traced to the static shape
+    is dropped; when none meets the limit, the closest is kept and the note says so (parity then reports
+    it). ``shapes`` is "symbolic" or "static"; ``check["attempts"]`` lists every conversion tried with its
+    error on the picture, or why it failed.
     """
-    graphs = ([("symbolic", symbolic_onnx)] if symbolic_onnx is not None else []) + [("static", onnx_path)]
+    sources = dict(graphs)
     attempts: list[dict] = []
-    best, last_exc = None, None
-    for shapes, path in graphs:
-        for strict in (False, True):
+    best, last_exc, failed = None, None, set()
+    for strict in (False, True):
+        for shapes, _ in graphs:
+            if shapes in failed or (best is not None and best[3] <= ONNX2TF_CHECK_LIMIT):
+                continue
             attempt = {"shapes": shapes, "strict_mode": strict}
             attempts.append(attempt)
             try:
+                if callable(sources[shapes]):
+                    sources[shapes] = sources[shapes]()
                 keras_model = _onnx2tf(
-                    path, workdir / f"{shapes}-{'strict' if strict else 'fast'}", sample, options, log_path,
+                    sources[shapes], workdir / f"{shapes}-{'strict' if strict else 'fast'}", sample, options, log_path,
                     static_shape if shapes == "symbolic" else None, strict,
                 )  # fmt: skip
                 with captured_output(log_path):
@@ -233,16 +209,11 @@ def _checked_keras_model(
                     error = _max_rel(function, picture if options.keep_nchw else sample, expected)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 (onnx2tf calls sys.exit on some errors)
                 attempt["failed"], last_exc = _first_line(exc, limit=200), exc
-                if shapes == "symbolic":
-                    break  # the static graph is next; strict mode has not made a failing symbolic graph convert
+                failed.add(shapes)
                 continue
             attempt["sample_max_rel"] = float(f"{error:.3g}")
             if best is None or error < best[3]:
                 best = (keras_model, function, attempt, error)
-            if error <= ONNX2TF_CHECK_LIMIT:
-                break
-        if best is not None and best[3] <= ONNX2TF_CHECK_LIMIT:
-            break
     if best is None:
         raise _failure(model_name, "onnx2tf", last_exc, log_path) from last_exc
     keras_model, function, chosen, error = best
@@ -544,7 +515,7 @@ def convert_graph(
     bad = [p for p in files if p not in GRAPH_PRECISIONS]
     if bad:
         raise ExportError(f"{name}: tflite graphs are exported as {', '.join(GRAPH_PRECISIONS)}, not {', '.join(bad)}")
-    with tempfile.TemporaryDirectory(prefix="mobileseg-onnx2tf-") as tmp:
+    with scratch("onnx2tf-") as tmp:
         workdir = Path(tmp)
         log_path = workdir / "convert.log"
         _require_onnx2tf(log_path)

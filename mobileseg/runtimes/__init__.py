@@ -10,7 +10,7 @@ from mobileseg.runtimes.onnxruntime import OnnxRuntime
 from mobileseg.runtimes.tflite import TFLITE_RUNTIMES
 from mobileseg.runtimes.torch_runtime import TorchRuntime
 
-__all__ = ["Runtime", "Session", "SessionInfo", "RUNTIMES", "get_runtime", "runtimes_for"]
+__all__ = ["Runtime", "Session", "SessionInfo", "RUNTIMES", "get_runtime", "runtimes_for", "check_runtime_names"]
 
 RUNTIMES: dict[str, Runtime] = {
     r.name: r for r in (TorchRuntime(), OnnxRuntime(), CoreMLRuntime(), MilReferenceRuntime(), *TFLITE_RUNTIMES)
@@ -27,3 +27,10 @@ def get_runtime(name: str) -> Runtime:
 def runtimes_for(target: str) -> list[Runtime]:
     """Every runtime that executes artifacts of ``target`` kind, available or not."""
     return [r for r in RUNTIMES.values() if r.target == target]
+
+
+def check_runtime_names(names: list[str] | None) -> list[str] | None:
+    """``names`` as given, once each is known (an unknown one is one clear error)."""
+    for name in names or []:
+        get_runtime(name)
+    return names

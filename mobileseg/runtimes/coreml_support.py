@@ -65,9 +65,7 @@ def import_coremltools() -> ModuleType:
         with coremltools_log() as messages:
             module = importlib.import_module("coremltools")
     except ImportError as exc:
-        raise MissingDependencyError(
-            "the coreml target needs coremltools: pip install 'mobileseg[coreml]' (coremltools==9.0)"
-        ) from exc
+        raise MissingDependencyError("the coreml target", "coremltools", "coreml") from exc
     finally:
         if hide_tf:
             del sys.modules["tensorflow"]

@@ -17,12 +17,10 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mobileseg.errors import ArtifactError, ExportError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
 from mobileseg.runtimes.coreml_support import coreml_input_array, import_coremltools
-from mobileseg.runtimes.mil_ops import KERNELS
 from mobileseg.runtimes.torch_runtime import torch_threads
 
 NOTE = "MIL reference executor: checks the converted Core ML graph on Linux, not Apple's kernels"
@@ -50,6 +48,8 @@ def load_program(path: Path):
 def to_fp16(value):
     """``value`` rounded to float16 and back (tensors, float arrays and python floats; anything else as is):
     what a cast to fp16 does to an op's input or output."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.to(torch.float16).float() if value.is_floating_point() else value
     if isinstance(value, (list, tuple)):
@@ -75,6 +75,8 @@ class MilProgram:
     """A loaded MIL ``main`` function that can be run on named numpy inputs."""
 
     def __init__(self, program, function: str = "main"):
+        from mobileseg.runtimes.mil_ops import KERNELS  # PyTorch kernels: loaded with the first program
+
         self.function = program.functions[function]
         unknown = sorted({op.op_type for op in self.function.operations if op.op_type != "const" and op.op_type not in KERNELS})
         if unknown:
@@ -102,6 +104,10 @@ class MilProgram:
         included, and outputs rounded to float16); ``observe(op, arguments, results)`` is called after every
         op with its resolved inputs and its outputs (before any rounding of the outputs).
         """
+        import torch
+
+        from mobileseg.runtimes.mil_ops import KERNELS
+
         values: dict[str, object] = {}
         half = frozenset(half)
         for name, var in self.function.inputs.items():

@@ -6,18 +6,22 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from mobileseg.errors import RuntimeUnavailableError
 from mobileseg.runtimes.base import Runtime, Session, SessionInfo
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run PyTorch with ``threads`` intra-op threads (None: leave as is), restoring the previous count."""
+    import torch
+
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -29,6 +33,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 class TorchSession(Session):
     def __init__(self, module: nn.Module, input_names: list[str], output_names: list[str], threads: int | None):
+        import torch
+
         self.module = module.eval()
         self.input_names = input_names
         self.output_names = output_names
@@ -36,6 +42,8 @@ class TorchSession(Session):
         self.info = SessionInfo("torch", torch.__version__, "<in-memory module>", 0.0, threads)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         args = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in self.input_names]
         with torch_threads(self.threads), torch.inference_mode():
             outputs = self.module(*args)

@@ -8,7 +8,6 @@ one JSON and one Markdown table. ``--precision`` adds precisions beyond the reci
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from mobileseg import zoo
+from mobileseg.outputs import MARKDOWN_MARK, check_replaceable_file, write_file, write_json_file
 from mobileseg.recipes import load_recipe, precisions
 from mobileseg.verify.metrics import fmt
 
@@ -39,6 +39,7 @@ def matrix_rows(reports: dict[str, dict]) -> list[dict]:
 
 def to_markdown(rows: list[dict], skipped: list[str]) -> str:
     lines = [
+        MARKDOWN_MARK,
         "| model | input | target | precision | runtime | status | max rel | cosine | PSNR dB | argmax agree | mIoU |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -52,7 +53,7 @@ def to_markdown(rows: list[dict], skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: int | None = None) -> dict:
+def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: int | None = None, use_cache: bool = True) -> dict:
     """Export zoo model ``name`` with its recipe to every target (+ ``extra_precisions``) and check parity;
     returns its entry of the matrix document. ``threads`` caps PyTorch's threads (one worker of several)."""
     from mobileseg.export.pipeline import ExportRequest, export_model
@@ -68,7 +69,8 @@ def export_one(name: str, extra_precisions: list[str], artifacts: str, threads: 
     recipe = load_recipe(name)
     wanted = sorted({p for t, o in recipe.targets.items() for p in precisions(t, o)} | set(extra_precisions))
     started = time.perf_counter()
-    result = export_model(ExportRequest(model=name, targets=["all"], precisions=wanted, out=Path(artifacts) / name, force=True))
+    result = export_model(ExportRequest(model=name, targets=["all"], precisions=wanted, out=Path(artifacts) / name,
+                                        force=True, use_cache=use_cache))  # fmt: skip
     return {"input": "x".join(map(str, recipe.input_size)), "report": result.report.to_dict(), "cached": result.cached,
             "seconds": round(time.perf_counter() - started, 2), "folder": str(result.folder)}  # fmt: skip
 
@@ -87,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--precision", nargs="*", default=[], help="extra precisions, e.g. int8")
     parser.add_argument("--jobs", type=int, default=1, help="models exported at once, one process each (default 1)")
+    parser.add_argument("--no-cache", action="store_true", help="export even the folders that are up to date")
     args = parser.parse_args(argv)
+    for path in (args.out, args.markdown):
+        check_replaceable_file(Path(path))
 
     names = args.models or zoo.names()
     reports: dict[str, dict] = {}
@@ -105,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch / TensorFlow state
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            futures = {pool.submit(export_one, n, args.precision, args.artifacts, threads): n for n in _costliest_first(names)}
+            futures = {pool.submit(export_one, n, args.precision, args.artifacts, threads, not args.no_cache): n
+                       for n in _costliest_first(names)}  # fmt: skip
             for future in as_completed(futures):
                 done(futures[future], future.result())
         reports = {name: reports[name] for name in names}
     else:
         for name in names:
-            done(name, export_one(name, args.precision, args.artifacts))
+            done(name, export_one(name, args.precision, args.artifacts, None, not args.no_cache))
     skipped = {f"{r['runtime']} ({r['reason']})" for e in reports.values() for r in e["report"]["results"] if r["status"] == "skipped"}
     rows = matrix_rows(reports)
     document = {
@@ -123,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "not_run": sorted(skipped),
         "models": reports,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
-    Path(args.markdown).write_text(to_markdown(rows, sorted(skipped)))
+    write_json_file(Path(args.out), document)
+    write_file(Path(args.markdown), to_markdown(rows, sorted(skipped)))
     failed = [r for r in rows if r["status"] != "pass"]
     print(f"{len(rows)} rows, {len(failed)} not passing; wrote {args.out} and {args.markdown}")
     for row in failed:

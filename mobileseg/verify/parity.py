@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,10 @@ from torch import nn
 from mobileseg.export.preprocess import format_input
 from mobileseg.images import photo, quantize_pixels, random_image, resize_rgb01
 from mobileseg.recipes import Recipe
-from mobileseg.runtimes import get_runtime, runtimes_for
+from mobileseg.runtimes import runtimes_for
 from mobileseg.runtimes.torch_runtime import TorchRuntime
 from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, labels, widened
-
-REFERENCE_NOTE = (
-    "reference: PyTorch eager (float32, CPU) on the same inputs, preprocessing included; an fp32 artifact "
-    "that misses the tolerance against it is judged against the same network in float64, with the tolerance "
-    "widened to PyTorch float32's own error there"
-)
+from mobileseg.verify.results import ArtifactResult, ParityReport, json_safe  # noqa: F401  (ParityReport re-exported)
 
 
 class Float64Reference:
@@ -84,85 +78,6 @@ def parity_inputs(recipe: Recipe) -> list[ParityInput]:
     ]
 
 
-@dataclass
-class ArtifactResult:
-    target: str
-    precision: str
-    file: str
-    runtime: str
-    status: str  # "pass" | "fail" | "skipped" | "error"
-    reason: str = ""
-    version: str = ""
-    tolerance: dict = field(default_factory=dict)
-    cases: list[dict] = field(default_factory=list)
-
-    def worst(self) -> dict[str, float]:
-        """The worst value of each metric over the cases the tolerance gates."""
-        worst: dict[str, float] = {}
-        for case in self.cases:
-            if not case.get("gated", True):  # measured and reported, but not what this precision is judged on
-                continue
-            for name, value in case["metrics"].items():
-                lower_is_worse = name in ("cosine", "psnr_db", "argmax_agreement", "miou")
-                if name not in worst:
-                    worst[name] = value
-                elif lower_is_worse:
-                    worst[name] = min(worst[name], value)
-                else:
-                    worst[name] = max(worst[name], value)
-        return worst
-
-    def to_dict(self) -> dict:
-        return {
-            "target": self.target, "precision": self.precision, "file": self.file, "runtime": self.runtime,
-            "version": self.version, "status": self.status, "reason": self.reason, "tolerance": self.tolerance,
-            "worst": _json_safe(self.worst()), "cases": [{**c, "metrics": _json_safe(c["metrics"])} for c in self.cases],
-        }  # fmt: skip
-
-
-@dataclass
-class ParityReport:
-    model: str
-    input_format: str
-    inputs: list[str]
-    results: list[ArtifactResult]
-    reference: dict
-
-    @property
-    def passed(self) -> bool:
-        return all(r.status in ("pass", "skipped") for r in self.results) and any(
-            r.status == "pass" for r in self.results
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "input_format": self.input_format,
-            "inputs": self.inputs,
-            "reference": self.reference,
-            "note": REFERENCE_NOTE,
-            "passed": self.passed,
-            "results": [r.to_dict() for r in self.results],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ParityReport:
-        """A report read back from ``parity.json`` (infinite metrics were written as strings)."""
-        results = []
-        for r in data["results"]:
-            cases = [{**c, "metrics": {k: float(v) for k, v in c["metrics"].items()}} for c in r["cases"]]
-            results.append(ArtifactResult(
-                r["target"], r["precision"], r["file"], r["runtime"], r["status"], r.get("reason", ""),
-                r.get("version", ""), r.get("tolerance", {}), cases,
-            ))  # fmt: skip
-        return cls(data["model"], data["input_format"], data["inputs"], results, data["reference"])
-
-
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | str]:
-    """JSON has no inf/NaN: they are written as the strings float() reads back."""
-    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 def run_parity(
     reference: nn.Module,
     recipe: Recipe,
@@ -198,9 +113,9 @@ def run_parity(
             if reason:
                 result.status, result.reason = "skipped", reason
                 continue
-            io = artifact.get("io", {})
-            input_format = io.get("input", {}).get("format", recipe.input_format)
             try:
+                io = artifact.get("io", {})
+                input_format = io.get("input", {}).get("format", recipe.input_format)
                 session = runtime.load(folder / artifact["file"], threads=threads, io=io)
                 result.version = session.info.version
                 outputs = [session.run({session.input_names[0]: case.as_format(input_format, recipe)}) for case in cases]
@@ -223,7 +138,7 @@ def run_parity(
                             exact_metrics = compare(exact, candidate, output_kind)
                             if not check(exact_metrics, widened(tolerance, floor)):
                                 metrics, failures = exact_metrics, []
-                                record = {"reference": "float64", "float32_floor": _json_safe(floor)}
+                                record = {"reference": "float64", "float32_floor": json_safe(floor)}
                     bad = int(np.size(candidate) - np.isfinite(candidate).sum())
                     if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
                         failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")
@@ -243,11 +158,3 @@ def run_parity(
         results=results,
         reference={"runtime": "torch", "version": torch.__version__},
     )
-
-
-def get_runtime_names(names: list[str] | None) -> list[str] | None:
-    """Validate user-given runtime names (unknown → one clear error)."""
-    if names:
-        for name in names:
-            get_runtime(name)
-    return names

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mobileseg.verify.metrics import fmt
-from mobileseg.verify.parity import ParityReport
+from mobileseg.verify.results import ParityReport
 
 COLUMNS = ("target", "precision", "runtime", "status", "max_rel", "max_abs", "cosine", "psnr_db", "argmax_agreement", "miou")
 HEADERS = ("target", "precision", "runtime", "status", "max rel", "max abs", "cosine", "PSNR dB", "argmax agree", "mIoU")

@@ -13,6 +13,8 @@ from mobileseg.images import IMAGE_SUFFIXES
 from mobileseg.vos.export import REFERENCE_WEIGHTS, VOS_KIND
 from mobileseg.vos.session import VOSInputError
 
+RUN_SCHEMA = "mobileseg.vos-run/1"  # the folder `vos run` writes: masks/, log.json and a manifest of both
+
 def read_vos_manifest(folder: Path) -> dict:
     manifest = read_manifest(Path(folder))
     if manifest.get("kind") != VOS_KIND:
@@ -131,12 +133,23 @@ def _resize(image: np.ndarray, height: int, width: int, nearest: bool) -> np.nda
 def run_video(folder: Path, video: Path, mask: Path, tau: float, runtime: str, out: Path, precision: str | None = None,
               progress=None) -> dict:  # fmt: skip
     """Track the objects of ``mask`` through ``video``; writes ``masks/00000.png…`` and ``log.json`` to ``out``."""
+    from mobileseg.outputs import reading
+
+    with reading(Path(folder)):
+        return _run_video(folder, video, mask, tau, runtime, out, precision, progress)
+
+
+def _run_video(folder: Path, video: Path, mask: Path, tau: float, runtime: str, out: Path, precision: str | None = None,
+               progress=None) -> dict:  # fmt: skip
     import imageio.v3 as iio
 
-    from mobileseg.export.artifact import staging_folder, write_json
+    from mobileseg.export.artifact import write_json, write_manifest
+    from mobileseg.outputs import check_destination, staging_folder
     from mobileseg.vos.session import VOSSession, validate_tau
 
     validate_tau(tau)
+    read_vos_manifest(folder)  # the artifact first: a wrong folder is the mistake to name
+    check_destination(Path(out), force=True)
     frames = read_frames(video)
     first = read_mask(mask)
     if first.shape != frames[0].shape[:2]:
@@ -163,12 +176,21 @@ def run_video(folder: Path, video: Path, mask: Path, tau: float, runtime: str, o
             "mean_frame_ms": round(float(np.mean([f["total_ms"] for f in log])), 3), "per_frame": log,
         }  # fmt: skip
         write_json(staging / "log.json", summary)
+        write_manifest(staging, {"kind": "vos-run", "log": "log.json"}, schema=RUN_SCHEMA)
     return summary
 
 
 def verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tuple[float, ...] = (1.0, 0.7),
                     sequences: int = 2, length: int = 24, progress=None) -> dict:  # fmt: skip
     """Subgraph parity on every available runtime, then teacher-forced and free-running sequence parity."""
+    from mobileseg.outputs import reading
+
+    with reading(Path(folder)):
+        return _verify_artifact(folder, runtimes, taus, sequences, length, progress)
+
+
+def _verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tuple[float, ...] = (1.0, 0.7),
+                     sequences: int = 2, length: int = 24, progress=None) -> dict:  # fmt: skip
     from mobileseg.runtimes import get_runtime, runtimes_for
     from mobileseg.vos.backends import TorchBackend
     from mobileseg.vos.data import generate_sequence
@@ -214,13 +236,22 @@ def verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tuple
     passed = all(r["passed"] for r in subgraph_results) and all(
         r.get("teacher_forced", {}).get("passed", False) for r in sequence_results if "skipped" not in r
     )
-    return {"artifact": str(folder), "subgraphs": subgraph_results, "sequences": sequence_results, "passed": passed}
+    return {"schema": "mobileseg.vos-verify/1", "artifact": str(folder), "subgraphs": subgraph_results,
+            "sequences": sequence_results, "passed": passed}
 
 
 
 def bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], length: int, seed: int, threads: int,
                    out_file: Path | None = None, progress=None) -> dict:  # fmt: skip
     """FPS and reuse ratio per τ and runtime on one generated sequence (same run); JSON and a PNG plot."""
+    from mobileseg.outputs import reading
+
+    with reading(Path(folder)):
+        return _bench_artifact(folder, runtimes, taus, length, seed, threads, out_file, progress)
+
+
+def _bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], length: int, seed: int, threads: int,
+                    out_file: Path | None = None, progress=None) -> dict:  # fmt: skip
     from mobileseg.export.artifact import tool_versions
     from mobileseg.vos.data import generate_sequence
     from mobileseg.vos.evaluate import bench_tau
@@ -233,7 +264,7 @@ def bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], l
         backend = open_backend(folder, runtime, threads=threads)
         rows = bench_tau(backend, sequence, taus, progress=lambda tau: progress and progress(f"{runtime}: tau {tau}"))
         runs.append({"runtime": runtime, "backend": backend.name, "rows": rows})
-    result = {"kind": "vos-bench", "artifact": str(folder), "input_size": list(size), "sequence": sequence.name,
+    result = {"schema": "mobileseg.vos-bench/1", "kind": "vos-bench", "artifact": str(folder), "input_size": list(size), "sequence": sequence.name,
               "frames": length, "threads": threads, "runs": runs, "tools": tool_versions()}  # fmt: skip
     if out_file:
         from mobileseg.bench.report import write_result

@@ -333,13 +333,15 @@ def evaluate_gate(model: ReuseGateVOS, config: TrainConfig, tau: float = 0.7) ->
 
 
 def save_weights(model: ReuseGateVOS, path: Path, report: dict) -> None:
-    """Write the state dict and the training report atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write the state dict and the training report atomically (replacing only a weights file of mobileseg's)."""
+    import io
+
+    from mobileseg.outputs import write_file
+
+    buffer = io.BytesIO()
     architecture = {"change_cue": model.change_cue}
-    torch.save({"format": WEIGHTS_FORMAT, "architecture": architecture, "state_dict": model.state_dict(), "report": report}, tmp)
-    tmp.replace(path)
+    torch.save({"format": WEIGHTS_FORMAT, "architecture": architecture, "state_dict": model.state_dict(), "report": report}, buffer)
+    write_file(path, buffer.getvalue())
 
 
 def load_weights(path: Path) -> tuple[ReuseGateVOS, dict]:

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from mobileseg.zoo import c3net, c3netv2, extremec3net, sinet, sinet_cityscapes  # noqa: F401  (registration)
+from mobileseg.zoo import specs  # noqa: F401  (registration; imports no PyTorch)
 from mobileseg.zoo._registry import Checkpoint, ModelSpec, Normalization, get_spec, names
-from mobileseg.zoo.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["build", "names", "spec", "ModelSpec", "Normalization", "Checkpoint", "official_checkpoints"]
 
@@ -35,6 +36,8 @@ def build(name: str, weights: str | Path | None = None) -> nn.Module:
     The model's forward takes the authors' normalised NCHW float input and returns the authors' logits.
     Loading maps the authors' key names onto ours and is strict (`CheckpointError` names any bad key).
     """
+    from mobileseg.zoo.checkpoint import load_checkpoint
+
     model_spec = get_spec(name)
     model = model_spec.builder()
     if weights is not None:

@@ -1,14 +1,22 @@
-"""The model registry: one `ModelSpec` per zoo name, registered by each family module on import."""
+"""The model registry: one `ModelSpec` per zoo name (registered in `zoo.specs`). Imports no PyTorch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from mobileseg.errors import DuplicateRegistrationError, InputSizeError, UnknownModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# The largest input a zoo model is exported at: 8192×8192 pixels (sides up to 16384). Beyond it the
+# activations alone take tens of GB; a typo such as 100000x100000 is refused at once instead.
+MAX_INPUT_PIXELS = 8192 * 8192
+MAX_INPUT_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,8 @@ class Normalization:
 
     def apply(self, rgb01: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) RGB in [0, 1] → the network's normalised input."""
+        import torch
+
         x = rgb01.flip(1) if self.channel_order == "bgr" else rgb01
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
@@ -62,8 +72,18 @@ class ModelSpec:
     checkpoint: Checkpoint
     paper: str
     class_names: tuple[str, ...]
-    builder: Callable[[], nn.Module] = field(repr=False, compare=False)
-    key_rules: Sequence[tuple[str, str]] = field(repr=False, compare=False, default=())
+    network: str = field(repr=False)  # "module:callable" that builds the network (imported when built)
+    network_args: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    key_rules_ref: str = field(repr=False, default="")  # "module:NAME" of the checkpoint key renames
+
+    def builder(self) -> nn.Module:
+        """A new network (random initialisation, train mode)."""
+        return _resolve(self.network)(**self.network_args)
+
+    @property
+    def key_rules(self) -> Sequence[tuple[str, str]]:
+        """The ordered regex renames from the authors' checkpoint keys to ours (see `zoo.checkpoint`)."""
+        return _resolve(self.key_rules_ref) if self.key_rules_ref else ()
 
     @property
     def default_input_shape(self) -> tuple[int, int, int, int]:
@@ -74,6 +94,11 @@ class ModelSpec:
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise `InputSizeError` with the rule when (height, width) would break the network's shape round trip."""
+        if height * width > MAX_INPUT_PIXELS or max(height, width) > MAX_INPUT_SIDE:
+            raise InputSizeError(
+                f"input size {height}x{width} is larger than mobileseg exports ({MAX_INPUT_SIDE} pixels a side "
+                f"and {MAX_INPUT_PIXELS // 1_000_000} megapixels at most)"
+            )
         if height <= 0 or width <= 0 or height % self.size_multiple or width % self.size_multiple:
             m = self.size_multiple
             nearest = f"{max(m, round(height / m) * m)}x{max(m, round(width / m) * m)}"
@@ -103,3 +128,9 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(name, names()) from None
+
+
+def _resolve(reference: str) -> Any:
+    """The object named by ``"package.module:attribute"``."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)

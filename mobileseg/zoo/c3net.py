@@ -14,16 +14,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
 from mobileseg.zoo.blocks import (
     BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, Gain, ImagePyramid, stem_and_stage2_fusions,
 )  # fmt: skip
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
-from mobileseg.zoo.sinet_cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_NORMALIZATION
 
 __all__ = ["C3Net", "C3NetEncoder", "C3NetFeatures", "C3NET_ENCODER_KEY_RULES"]
 
-C3NET_CLASSES = (*CITYSCAPES_CLASSES, "void")
 
 
 class C3NetFeatures(NamedTuple):
@@ -129,28 +126,4 @@ C3NET_KEY_RULES = (
     (r"^classifier\.", "head."),
     *C3_BRANCH_KEY_RULES,
     *C3_BLOCK_KEY_RULES,
-)
-
-register(
-    ModelSpec(
-        name="c3net",
-        description="C3Net = C3-MESP2 (C3 blocks, d = 2, 3, 7, 13), Cityscapes (19 classes + void)",
-        num_classes=20,
-        input_size=(512, 1024),
-        size_multiple=8,
-        size_rule="three stride-2 stages are undone by three ×2 transposed convolutions with skip concatenations",
-        output_stride=1,
-        output_kind="softmax_logits",
-        normalization=CITYSCAPES_NORMALIZATION,
-        params=191_614,
-        checkpoint=Checkpoint(
-            filename="c3net_cityscapes.pth",
-            sha256="4f80e0f059e8ca77d0d1029fc66d7f0143ab03e950c2a5550d879cda8cd965a3",
-            source="clovaai/c3_sinet@dd91638:result/C3Net/C3Net_setting2.pth",
-        ),
-        paper="arXiv:1812.04920",
-        class_names=C3NET_CLASSES,
-        builder=lambda: C3Net(num_classes=20, dilations=(2, 3, 7, 13)),
-        key_rules=C3NET_KEY_RULES,
-    )
 )

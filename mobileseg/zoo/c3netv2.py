@@ -12,11 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
 from mobileseg.zoo.blocks import ConcatBalance, Gain, SeparableConvBNPReLU, upsample_bilinear
-from mobileseg.zoo.c3net import C3NET_CLASSES, C3NET_ENCODER_KEY_RULES, C3NetEncoder
+from mobileseg.zoo.c3net import C3NET_ENCODER_KEY_RULES, C3NetEncoder
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
-from mobileseg.zoo.sinet_cityscapes import CITYSCAPES_NORMALIZATION
 
 __all__ = ["C3NetV2"]
 
@@ -63,28 +61,4 @@ C3NETV2_KEY_RULES = (
     (r"^classifier\.1\.conv\.", "head."),
     *C3_BRANCH_KEY_RULES,
     *C3_BLOCK_KEY_RULES,
-)
-
-register(
-    ModelSpec(
-        name="c3netv2",
-        description="C3NetV2 = C3-MESP1 (C3 blocks, d = 2, 4, 8, 16), bilinear decoder, Cityscapes (19 + void)",
-        num_classes=20,
-        input_size=(512, 1024),
-        size_multiple=8,
-        size_rule="three stride-2 stages are undone by three ×2 upsamplings with skip concatenations",
-        output_stride=1,
-        output_kind="softmax_logits",
-        normalization=CITYSCAPES_NORMALIZATION,
-        params=187_378,
-        checkpoint=Checkpoint(
-            filename="c3netv2_cityscapes.pth",
-            sha256="45e2aeeb4ae513746a98a9dd4e59bcf578a614baa9a9e2a97ef6bc9927d235c6",
-            source="clovaai/c3_sinet@dd91638:result/C3NetV2/C3NetV2_setting1.pth",
-        ),
-        paper="dissertation Table 4.2 (C3-MESP1)",
-        class_names=C3NET_CLASSES,
-        builder=lambda: C3NetV2(num_classes=20, dilations=(2, 4, 8, 16)),
-        key_rules=C3NETV2_KEY_RULES,
-    )
 )

@@ -9,7 +9,6 @@ which older PyTorch versions did not save and which does not affect inference.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,16 +17,9 @@ import torch
 from torch import nn
 
 from mobileseg.errors import CheckpointError
+from mobileseg.hashing import sha256_file
 
 _SHOWN_KEYS = 4
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, register
 from mobileseg.zoo.blocks import (
     BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, ImagePyramid, stem_and_stage2_fusions, upsample_bilinear,
 )  # fmt: skip
-from mobileseg.zoo.sinet import PORTRAIT_NORMALIZATION
 
 __all__ = ["ExtremeC3Net", "C3_BRANCH_KEY_RULES", "C3_BLOCK_KEY_RULES"]
 
@@ -106,28 +104,4 @@ EXTREMEC3NET_KEY_RULES = (
     (r"^((down2|stage2\.\d+|stage3_in)\.branches\.0)\.conv\.0\.", r"\1.dilated_dw."),
     (r"^((down2|stage2\.\d+|stage3_in)\.branches\.0)\.conv\.1\.", r"\1.pw."),
     *C3_BLOCK_KEY_RULES,
-)
-
-register(
-    ModelSpec(
-        name="extremec3net",
-        description="ExtremeC3Net portrait segmentation (advanced C3 modules, coarse + fine branches), EG1800",
-        num_classes=1,
-        input_size=(224, 224),
-        size_multiple=4,
-        size_rule="the coarse branch at H/4 is upsampled ×2 and summed with the fine branch at H/2",
-        output_stride=1,
-        output_kind="sigmoid_logit",
-        normalization=PORTRAIT_NORMALIZATION,
-        params=37_738,
-        checkpoint=Checkpoint(
-            filename="extremec3net_portrait_eg1800.pth",
-            sha256="52ff1681c7f65899f203106a64562c3a709172f3a65aa1ad5bef7bb9a22a39db",
-            source="clovaai/ext_portrait_segmentation@9bc1bad:result/ExtremeC3/ExtremeC3.pth",
-        ),
-        paper="arXiv:1908.03093",
-        class_names=("person",),
-        builder=lambda: ExtremeC3Net(num_classes=1),
-        key_rules=EXTREMEC3NET_KEY_RULES,
-    )
 )

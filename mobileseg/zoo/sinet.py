@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, Normalization, register
 from mobileseg.zoo.blocks import (
     BNPReLU,
     ConvBNPReLU,
@@ -21,7 +20,7 @@ from mobileseg.zoo.blocks import (
     upsample_bilinear,
 )
 
-__all__ = ["SINet", "PORTRAIT_NORMALIZATION", "S2_KEY_RULES", "SEPARABLE_KEY_RULES"]
+__all__ = ["SINet", "S2_KEY_RULES", "SEPARABLE_KEY_RULES", "SINET_KEY_RULES"]
 
 # (kernel, pool) of the two S2 blocks of each module: 2 modules at H/4, then 8 at H/8 (Table 4.5).
 SINET_PORTRAIT_BLOCKS = (
@@ -34,7 +33,7 @@ SINET_PORTRAIT_BLOCKS = (
 class SINet(nn.Module):
     """SINet encoder (S2 modules) with the information-blocking decoder; full-resolution logits.
 
-    Input: (N, 3, H, W), the authors' normalisation (see `PORTRAIT_NORMALIZATION`), H and W multiples of 32.
+    Input: (N, 3, H, W), the authors' normalisation (`specs.PORTRAIT_NORMALIZATION`), H and W multiples of 32.
     Output: (N, num_classes, H, W) logits; class 1 is the person.
     Decoder upsampling is bilinear with ``align_corners=True`` (the authors' ``nn.UpsamplingBilinear2d``).
     """
@@ -124,36 +123,4 @@ SINET_KEY_RULES = (
     (r"^classifier\.1\.", "decoder.head."),
     *SEPARABLE_KEY_RULES,
     *S2_KEY_RULES,
-)
-
-# EG1800 statistics, standardised in 0..255 space then divided by 255. The authors read images with
-# OpenCV, so the statistics and the trained network are in BGR order.
-PORTRAIT_NORMALIZATION = Normalization(
-    mean=(113.05697 / 255, 120.847824 / 255, 133.786 / 255),
-    std=(65.05263, 65.393776, 67.238205),
-    channel_order="bgr",
-)
-
-register(
-    ModelSpec(
-        name="sinet",
-        description="SINet portrait segmentation (S2 modules, information-blocking decoder), EG1800",
-        num_classes=2,
-        input_size=(224, 224),
-        size_multiple=32,
-        size_rule="S2 blocks average-pool by up to 4 at stride 8 and must upsample back exactly",
-        output_stride=1,
-        output_kind="softmax_logits",
-        normalization=PORTRAIT_NORMALIZATION,
-        params=86_910,
-        checkpoint=Checkpoint(
-            filename="sinet_portrait_eg1800.pth",
-            sha256="d164a9643c6e6765fc6dd4ec73f6018ad2526c21336911b4484715f33e6981a4",
-            source="clovaai/ext_portrait_segmentation@9bc1bad:result/SINet/SINet.pth",
-        ),
-        paper="arXiv:1911.09099",
-        class_names=("background", "person"),
-        builder=lambda: SINet(num_classes=2),
-        key_rules=SINET_KEY_RULES,
-    )
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, Normalization, register
 from mobileseg.zoo.blocks import (
     BNPReLU,
     ConvBNPReLU,
@@ -21,7 +20,7 @@ from mobileseg.zoo.blocks import (
 )
 from mobileseg.zoo.sinet import S2_KEY_RULES, SEPARABLE_KEY_RULES
 
-__all__ = ["SINetCityscapes", "CITYSCAPES_NORMALIZATION", "CITYSCAPES_CLASSES"]
+__all__ = ["SINetCityscapes", "SINET_CITYSCAPES_KEY_RULES"]
 
 # The authors' (kernel, pool) per S2+ module: 3 at H/8, then 10 at H/16. pool 0 means a plain 3×3
 # depthwise conv without pooling; pool >= 1 a factorised (k×1 ∥ 1×k) block.
@@ -30,19 +29,6 @@ SINET_CITYSCAPES_BLOCKS = (
     ((3, 1), (5, 1)), ((3, 0), (3, 1)), ((5, 1), (5, 4)), ((3, 2), (5, 8)), ((3, 1), (5, 1)),
     ((3, 1), (5, 1)), ((3, 0), (3, 1)), ((5, 1), (5, 8)), ((3, 2), (5, 4)), ((3, 0), (5, 2)),
 )  # fmt: skip
-
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # fmt: skip
-
-# Cityscapes statistics stored by the authors (OpenCV, BGR order), standardised in 0..255 then / 255.
-CITYSCAPES_NORMALIZATION = Normalization(
-    mean=(72.39231 / 255, 82.908936 / 255, 73.1584 / 255),
-    std=(45.31922, 46.152893, 44.914833),
-    channel_order="bgr",
-)
-
 
 def _block(kernel: int, pool: int) -> tuple[int, int, bool]:
     return (3, 1, False) if pool == 0 else (kernel, pool, True)
@@ -114,28 +100,4 @@ SINET_CITYSCAPES_KEY_RULES = (
     (r"^bn_3\.", "fine_bn."),
     *SEPARABLE_KEY_RULES,
     *S2_KEY_RULES,
-)
-
-register(
-    ModelSpec(
-        name="sinet-cityscapes",
-        description="SINet-Large with S2+ blocks, Cityscapes (19 classes, logits at H/2)",
-        num_classes=19,
-        input_size=(1024, 2048),
-        size_multiple=128,
-        size_rule="S2+ blocks average-pool by up to 8 at stride 16 and must upsample back exactly",
-        output_stride=2,
-        output_kind="softmax_logits",
-        normalization=CITYSCAPES_NORMALIZATION,
-        params=119_418,
-        checkpoint=Checkpoint(
-            filename="sinet_cityscapes.pth",
-            sha256="aecc10ab0d8d7b0c3dd86569fc3a3b91b3bd72ca485f96319afb3ef591558dcc",
-            source="clovaai/c3_sinet@dd91638:result/SINet/SINet.pth",
-        ),
-        paper="dissertation Table 4.6; arXiv:1911.09099",
-        class_names=CITYSCAPES_CLASSES,
-        builder=lambda: SINetCityscapes(num_classes=19),
-        key_rules=SINET_CITYSCAPES_KEY_RULES,
-    )
 )
