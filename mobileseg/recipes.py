@@ -35,6 +35,8 @@ TARGET_OPTIONS = {
 SWITCH_OPTIONS = {"simplify", "keep_nchw", "int8_io", "float_fallback", "bias_correction"}
 # Options that are numbers (YAML ints or floats; a string is a recipe error, not a traceback later).
 NUMBER_OPTIONS = {"opset", "calibration_samples", "channel_equalization"}
+# Options that are strings; ``precisions`` is a list of them.
+TEXT_OPTIONS = {"exporter", "input_type", "minimum_deployment_target", "source", "calibration", "activation_ranges"}
 
 
 @dataclass(frozen=True)
@@ -238,10 +240,17 @@ def validate(recipe: Recipe) -> None:
         if not_switches:
             raise RecipeError(f"{where}: {target} option(s) {', '.join(not_switches)} must be true or false")
         not_numbers = sorted(
-            k for k in NUMBER_OPTIONS & set(options) if isinstance(options[k], bool) or not isinstance(options[k], (int, float))
+            k for k in NUMBER_OPTIONS & set(options)
+            if isinstance(options[k], bool) or not isinstance(options[k], (int, float)) or not math.isfinite(options[k])
         )  # fmt: skip
         if not_numbers:
-            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_numbers)} must be numbers")
+            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_numbers)} must be numbers (finite)")
+        not_text = sorted(k for k in TEXT_OPTIONS & set(options) if not isinstance(options[k], str))
+        if not_text:
+            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_text)} must be strings")
+        listed = options.get("precisions", [])
+        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+            raise RecipeError(f"{where}: {target} precisions must be a list of names such as [fp32, fp16], not {listed!r}")
         for precision in precisions(target, options):
             if precision not in TARGET_PRECISIONS[target]:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")

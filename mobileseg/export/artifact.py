@@ -115,7 +115,7 @@ def check_manifest(manifest: dict, path: Path) -> None:
             raise bad(f"'model.output_kind' must be one of {', '.join(OUTPUT_KINDS)}")
         weights = model.get("weights")
         if not isinstance(weights, Mapping) or not all(
-            isinstance(weights.get(key), (str, type(None))) for key in ("path", "sha256")
+            key in weights and isinstance(weights[key], (str, type(None))) for key in ("path", "sha256")
         ):
             raise bad("'model.weights' must be an object with 'path' and 'sha256' (strings or null)")
         if not isinstance(manifest.get("recipe"), Mapping):

@@ -8,6 +8,7 @@ folder is returned, before PyTorch or a converter is imported: those load in `_e
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mobileseg import zoo
-from mobileseg.errors import CheckpointError, MobilesegError, RecipeError
+from mobileseg.errors import CheckpointError, MissingDependencyError, MobilesegError, RecipeError
 from mobileseg.export.artifact import MANIFEST, check_hashes, read_manifest, tool_versions, write_json, write_manifest
 from mobileseg.export.options import CoreMLOptions, OnnxOptions, TfliteOptions
 from mobileseg.hashing import sha256_file
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
+# What each target's conversion imports, beyond the core dependencies (pyproject.toml: extras of the same name)
+TARGET_PACKAGES = {"coreml": ("coremltools",), "tflite": ("onnx2tf", "tensorflow")}
 DEFAULT_ARTIFACTS_DIR = Path("artifacts")
 
 
@@ -228,6 +231,10 @@ def plan_export(request: ExportRequest) -> _Plan:
     if recipe.dynamic_batch and set(targets) - {"onnx"}:
         raise RecipeError("a dynamic batch axis is for the onnx target only; export coreml/tflite with a static batch")
     zoo.spec(recipe.model).check_input_size(*recipe.input_size)
+    for target in targets:
+        for package in TARGET_PACKAGES.get(target, ()):
+            if importlib.util.find_spec(package) is None:
+                raise MissingDependencyError(f"the {target} target", package, target)
     onnx_options = _onnx_options(target_options.get("onnx", {}), recipe) if {"onnx", "tflite"} & set(targets) else None
     coreml_options = _coreml_options(target_options["coreml"]) if "coreml" in targets else None
     tflite_options = _tflite_options(target_options["tflite"]) if "tflite" in targets else None

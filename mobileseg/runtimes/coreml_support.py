@@ -56,7 +56,7 @@ def import_coremltools() -> ModuleType:
     expected. coremltools also imports TensorFlow at import time to offer its TF frontend, which
     mobileseg does not use; when TensorFlow is not loaded yet it is hidden for that import (seconds saved).
     """
-    if "coremltools" in sys.modules:
+    if sys.modules.get("coremltools") is not None:
         return sys.modules["coremltools"]
     hide_tf = "tensorflow" not in sys.modules
     if hide_tf:
