@@ -27,6 +27,7 @@ from mobileseg.errors import InputSizeError, MobilesegError
 EXIT_OK, EXIT_PARITY_FAILED, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 LOG_DIR_ENV = "MOBILESEG_LOG_DIR"
 
+
 def _crash_log(exc: BaseException, argv: list[str]) -> Path | None:
     """Write the traceback of an internal error to a log file (``$MOBILESEG_LOG_DIR``, else the user's cache
     folder, else TMPDIR); its path, or None when nothing could be written."""
@@ -91,11 +92,11 @@ class GuardedGroup(TyperGroup):
             summary = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if debug:
                 traceback.print_exception(exc)
-                fail(f"internal error: {summary}", EXIT_INTERNAL_ERROR)
+                fail(f"internal error: {summary}")
                 return EXIT_INTERNAL_ERROR
             log = _crash_log(exc, argv)
             where = f"the traceback is in {log}" if log else "rerun with --debug for the traceback"
-            fail(f"internal error (a bug in mobileseg): {summary}; {where}", EXIT_INTERNAL_ERROR)
+            fail(f"internal error (a bug in mobileseg): {summary}; {where}")
             return EXIT_INTERNAL_ERROR
 
 
@@ -112,10 +113,9 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
-    """Print ``message`` as one red line on stderr (as it is: brackets are not markup); the Exit to raise."""
+def fail(message: str) -> None:
+    """Print ``message`` as one red line on stderr, as it is (brackets are not markup)."""
     err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def parse_size(value: Optional[str], option: str = "--input-size") -> Optional[tuple[int, int]]:

@@ -178,18 +178,18 @@ def make_parents(folder: Path, target: Path | None = None) -> list[Path]:
     if blocked is not None:
         raise _cannot_write(blocked, OSError(errno.ENOTDIR, "not a folder"), target)
     missing = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
-    created = []
-    try:
-        for path in missing:
+    created: list[Path] = []
+    for path in missing:
+        try:
             path.mkdir()
             created.append(path)
-    except FileExistsError:
-        if not folder.is_dir():
+        except FileExistsError:  # made by another process meanwhile: fine if it is a folder
+            if not path.is_dir():
+                remove_created(created)
+                raise _cannot_write(path, OSError(errno.ENOTDIR, "not a folder"), target) from None
+        except OSError as exc:
             remove_created(created)
-            raise _cannot_write(folder, OSError(errno.ENOTDIR, "not a folder"), target) from None
-    except OSError as exc:
-        remove_created(created)
-        raise _cannot_write(path.parent, exc, target) from None
+            raise _cannot_write(path.parent, exc, target) from None
     return created
 
 
@@ -425,8 +425,10 @@ def scratch_root() -> Path:
     if _scratch_root is None or not _scratch_root.is_dir():
         remove_dead_scratch()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
-        descriptor = os.open(root / _ALIVE, os.O_RDWR | os.O_CREAT, 0o600)
+        # locked before it takes its name, so that no other run finds it free in between
+        descriptor = os.open(root / f"{_ALIVE}.new", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.rename(root / f"{_ALIVE}.new", root / _ALIVE)
         atexit.register(_remove_scratch_root, root, descriptor)
         _scratch_root = root
     return _scratch_root

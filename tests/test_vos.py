@@ -191,6 +191,13 @@ def test_cli_run_writes_masks_and_log(exported, tmp_path, sequence):
     assert log["frames"] == 5 and len(log["per_frame"]) == 4
     assert {"p_reuse", "decision", "latency_ms"} <= set(log["per_frame"][0])
     assert len(list((tmp_path / "run" / "masks").glob("*.png"))) == 5
+    args = ["vos", "run", str(out), "--video", str(frames), "--mask", str(tmp_path / "mask.png"), "--tau", "1.0"]
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])  # a run folder of mobileseg's is replaced
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "run" / "log.json").read_text())["tau"] == 1.0
+    refused = runner.invoke(app, [*args, "--out", str(frames)])  # the user's frames are not
+    assert refused.exit_code == 2 and "is not a mobileseg artifact folder" in refused.output
+    assert sorted(p.name for p in frames.iterdir()) == [f"{t:03d}.png" for t in range(5)]
 
 
 def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):

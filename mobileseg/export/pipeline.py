@@ -201,7 +201,7 @@ def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:
 
 
 @dataclass
-class _Plan:
+class ExportPlan:
     """A checked request: what `_export` makes."""
 
     recipe: Recipe
@@ -217,7 +217,7 @@ class _Plan:
     fingerprint: str
 
 
-def plan_export(request: ExportRequest) -> _Plan:
+def plan_export(request: ExportRequest) -> ExportPlan:
     """Check everything the request can get wrong, without PyTorch or a converter; `MobilesegError` names it."""
     recipe = load_recipe(request.recipe or request.model)
     if recipe.model != request.model:
@@ -252,7 +252,7 @@ def plan_export(request: ExportRequest) -> _Plan:
     weights_info = weights_record(recipe, weights)
     versions = tool_versions()
     fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
-    return _Plan(recipe, targets, target_options, onnx_options, coreml_options, tflite_options, out, weights,
+    return ExportPlan(recipe, targets, target_options, onnx_options, coreml_options, tflite_options, out, weights,
                  weights_info, versions, fingerprint)  # fmt: skip
 
 
@@ -276,7 +276,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     return _export(plan, request, say)
 
 
-def _export(plan: _Plan, request: ExportRequest, say: Callable[[str], None]) -> ExportResult:
+def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]) -> ExportResult:
     from mobileseg.export import coreml_fallback
     from mobileseg.export.coreml import export_coreml
     from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
