@@ -126,7 +126,9 @@ def test_an_internal_error_exits_3_with_its_traceback_in_a_log(tmp_path):
     assert debug.returncode == 3 and "Traceback" in debug.stderr and len(list(tmp_path.iterdir())) == 1
 
 
-@pytest.mark.parametrize("package,target,extra", [("onnx2tf", "tflite", "tflite"), ("coremltools", "coreml", "coreml")])
+@pytest.mark.parametrize("package,target,extra", [
+    ("onnx2tf", "tflite", "tflite"), ("tensorflow", "tflite", "tflite"), ("coremltools", "coreml", "coreml"),
+])  # fmt: skip
 def test_a_missing_optional_package_is_one_line(tmp_path, package, target, extra):
     result = cli("export", "sinet", "-t", target, "--out", tmp_path / "x", prelude=f"import sys\nsys.modules[{package!r}] = None")
     assert result.returncode == 2, result.stderr
