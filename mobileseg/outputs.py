@@ -66,6 +66,16 @@ def _png_texts(path: Path) -> dict[str, str]:
                 texts[key.decode("latin-1")] = value.decode("latin-1")
 
 
+def _our_document(path: Path) -> dict | None:
+    """The JSON object at ``path`` when it carries a ``mobileseg.…`` schema, else None (unreadable,
+    not JSON, not an object, someone else's)."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return data if isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX) else None
+
+
 def written_by_mobileseg(path: Path) -> bool:
     """Whether the file at ``path`` carries mobileseg's mark: a JSON object whose ``schema`` starts with
     ``mobileseg.``, a PNG whose ``Software`` text is mobileseg's, Markdown that starts with `MARKDOWN_MARK`,
@@ -74,8 +84,7 @@ def written_by_mobileseg(path: Path) -> bool:
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            data = json.loads(path.read_bytes())
-            return isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
+            return _our_document(path) is not None
         if suffix == ".png":
             return _png_texts(path).get("Software", "").startswith(PNG_SOFTWARE)
         if suffix == ".md":
@@ -106,11 +115,8 @@ def foreign_entries(folder: Path) -> list[str] | None:
     files = _files(folder)
     if not files:
         return []
-    try:
-        manifest = json.loads((folder / FOLDER_MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or not str(manifest.get("schema", "")).startswith(SCHEMA_PREFIX):
+    manifest = _our_document(folder / FOLDER_MANIFEST)
+    if manifest is None:
         return None
     listed = manifest.get("files")
     listed = {*(listed if isinstance(listed, dict) else ()), FOLDER_MANIFEST}
@@ -320,17 +326,11 @@ def remove_leftovers(out: Path) -> None:
     """Under ``out``'s lock: remove what killed writers of ``out`` left beside it. A retired folder whose
     replacement never arrived is put back as ``out`` instead."""
     for path in _leftovers(out):
-        retired = ".mobileseg-retired-" in path.name or ".old-" in path.name
-        if retired and ".old-" in path.name and (path / out.name).is_dir():  # earlier versions nested it
-            path, holder = path / out.name, path
-        else:
-            holder = None
-        if retired and not out.exists():
-            path.rename(out)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-        if holder is not None:
-            shutil.rmtree(holder, ignore_errors=True)
+        # this version retires the folder itself; earlier versions moved it into ".NAME.old-*/NAME"
+        retired = path if ".mobileseg-retired-" in path.name else path / out.name if ".old-" in path.name else None
+        if retired is not None and retired.is_dir() and not out.exists():
+            retired.rename(out)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from mobileseg.errors import ArtifactError
 from mobileseg.hashing import sha256_file
-from mobileseg.outputs import foreign_entries
+from mobileseg.outputs import FOLDER_MANIFEST, foreign_entries
 
-MANIFEST = "manifest.json"
+MANIFEST = FOLDER_MANIFEST
 MANIFEST_SCHEMA = "mobileseg.artifact/1"
 OUTPUT_KINDS = ("softmax_logits", "sigmoid_logit")
 TRACKED_PACKAGES = (
@@ -124,7 +124,7 @@ def check_manifest(manifest: dict, path: Path) -> None:
 
 def check_hashes(folder: Path, manifest: dict) -> list[str]:
     """What makes ``folder`` differ from its manifest: files missing or changed since export, and files
-    or folders the manifest does not list."""
+    the manifest does not list (folders hold no data and do not count)."""
     problems = []
     for name, digest in manifest.get("files", {}).items():
         path = folder / name
