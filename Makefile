@@ -35,10 +35,10 @@ test: setup
 # The zoo's parity matrix (model × target × precision × runtime), int8 included: results/parity.{json,md};
 # three models at a time on this 2-core machine (one export keeps only about one core busy).
 parity: setup
-	$(BIN)/python -m mobileseg.verify.matrix --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
+	$(BIN)/mobileseg matrix --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
 
 bench: setup
-	$(BIN)/python -m mobileseg.bench.suite --out results/bench.json
+	$(BIN)/mobileseg bench-suite --out results/bench.json
 
 clean:
 	rm -rf artifacts results .pytest_cache

@@ -109,8 +109,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 # Piped output (CI logs) gets wide tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # ":x" in a path is not an emoji
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 
 
 def fail(message: str) -> None:
@@ -175,6 +175,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     out.print(table)
 
 
+def parse_settings(settings: list[str] | None) -> dict[str, dict]:
+    """``--set TARGET.KEY=VALUE`` flags as target → key → value (VALUE read as YAML: true, 32, 0.5, text)."""
+    import yaml
+
+    options: dict[str, dict] = {}
+    for setting in settings or []:
+        key, sep, value = setting.partition("=")
+        target, dot, name = key.partition(".")
+        if not sep or not dot or not target or not name:
+            raise MobilesegError(f"--set {setting}: write TARGET.KEY=VALUE, e.g. tflite.calibration_samples=32")
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        options.setdefault(target.strip(), {})[name.strip()] = parsed
+    return options
+
+
 def render_report(report, title: str) -> None:
     from mobileseg.verify.report import HEADERS, report_rows
 
@@ -185,8 +203,9 @@ def render_report(report, title: str) -> None:
         style = "green" if row[3] == "PASS" else ("yellow" if row[3].startswith("SKIPPED") else "red")
         table.add_row(*row[:3], f"[{style}]{row[3]}[/{style}]", *row[4:])
     out.print(table)
+    reference = report.reference.get("kind") if isinstance(report.reference, dict) else None
     out.print(f"inputs: {', '.join(report.inputs)}; worst value over the inputs each precision is judged on; "
-              "reference: PyTorch eager fp32")
+              f"reference: {reference or 'PyTorch eager fp32'}", highlight=False, markup=False)  # fmt: skip
     for result in report.results:
         if result.status == "fail":
             out.print(f"[red]FAIL[/red] {result.target} {result.precision} on {result.runtime}: {result.reason}")
@@ -195,7 +214,8 @@ def render_report(report, title: str) -> None:
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="Zoo model name (see `mobileseg models`).")],
+    model: Annotated[Optional[str], typer.Argument(help="Zoo model name (see `mobileseg models`).")] = None,
+    own_model: Annotated[Optional[str], typer.Option("--model", help="Your own model: path/to/file.py:factory, package.module:factory or program.pt2 (with --recipe).")] = None,
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | tflite | all (repeatable); default: the recipe's.")] = None,
     precision: Annotated[list[str], typer.Option("--precision", "-p", help="Only these precisions: fp32 fp16 dynamic int8 (repeatable).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="The authors' checkpoint (.pth). Default: $MOBILESEG_WEIGHTS_DIR/<official file>.")] = None,
@@ -214,18 +234,26 @@ def export(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Artifact folder (default artifacts/<model>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact folder.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Export even when the folder is up to date.")] = False,
+    settings: Annotated[list[str], typer.Option("--set", help="Any target option of the recipe: TARGET.KEY=VALUE, e.g. tflite.calibration_samples=32 (repeatable).")] = None,
 ) -> None:
-    """Export a zoo model, check parity against PyTorch, and write an artifact folder."""
+    """Export a zoo model or your own, check parity against PyTorch, and write an artifact folder."""
     from mobileseg.export.pipeline import ExportRequest, export_model
     from mobileseg.memory import retain_freed_memory
+    from mobileseg.user_model import is_model_source
 
+    if (model is None) == (own_model is None):
+        raise MobilesegError("give a zoo model name (mobileseg export sinet) or --model path/to/file.py:factory --recipe my.yaml, not "
+             + ("both" if model else "neither"))
+    if model is not None and is_model_source(model):
+        raise MobilesegError(f"{model} looks like your own model: pass it as --model {model} --recipe my.yaml")
+    model = model or own_model
     retain_freed_memory()
     request = ExportRequest(
         model=model, targets=target or None, precisions=precision or None, weights=weights,
         random_weights=random_weights, input_size=parse_size(input_size), input_format=input_format,
         dynamic_batch=dynamic_batch, opset=opset, coreml_input=coreml_input, keep_nchw=keep_nchw,
         int8_io=int8_io, calibration=calibration, float_fallback=float_fallback, bias_correction=bias_correction,
-        out=out_dir, force=force, use_cache=not no_cache, recipe=recipe,
+        out=out_dir, force=force, use_cache=not no_cache, recipe=recipe, options=parse_settings(settings),
     )  # fmt: skip
     with err.status(f"exporting {model}") as status:
         result = export_model(request, progress=lambda msg: status.update(msg))
@@ -241,20 +269,32 @@ def export(
 
 @app.command()
 def verify(
-    artifact: Annotated[Path, typer.Argument(help="An artifact folder written by `mobileseg export`.")],
+    artifact: Annotated[Path, typer.Argument(help="An artifact folder written by `mobileseg export`, or any .onnx/.tflite/.mlpackage with --reference.")],
     weights: Annotated[Optional[Path], typer.Option(help="The checkpoint, if it moved since export (same sha256).")] = None,
     runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="Only these runtimes (repeatable).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the parity report as JSON here.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="For a file made elsewhere: the PyTorch model it should compute (a zoo name, file.py:factory, module:factory or .pt2).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="With --reference to your own model: the recipe declaring its inputs and outputs.")] = None,
+    precision: Annotated[str, typer.Option(help="With --reference: the precision whose tolerances judge the file (fp32, fp16).")] = "fp32",
 ) -> None:
-    """Re-check an artifact folder against PyTorch; exit 0 on pass, 1 on failure (a CI gate)."""
+    """Re-check an artifact folder (or a file, with --reference) against PyTorch; exit 0 on pass, 1 on failure (a CI gate)."""
     from mobileseg.outputs import check_replaceable_file, write_json_file
     from mobileseg.runtimes import check_runtime_names
-    from mobileseg.verify.artifact import verify_artifact
+    from mobileseg.verify.artifact import verify_artifact, verify_file
 
     if report:
         check_replaceable_file(report)
-    with err.status(f"verifying {artifact}"):
-        result = verify_artifact(artifact, weights=weights, runtimes=check_runtime_names(runtime or None))
+    runtimes = check_runtime_names(runtime or None)
+    if artifact.is_dir() and (reference or recipe):
+        raise MobilesegError(f"{artifact} is an artifact folder: it keeps its reference; --reference and --recipe are for a single file")
+    if not artifact.is_dir() and artifact.suffix in (".onnx", ".tflite", ".mlpackage"):
+        if not reference:
+            raise MobilesegError(f"{artifact} is a single file: say what it should compute with --reference MODEL (and --recipe for your own model)")
+        with err.status(f"verifying {artifact}"):
+            result = verify_file(artifact, reference, recipe, precision, weights, runtimes)
+    else:
+        with err.status(f"verifying {artifact}"):
+            result = verify_artifact(artifact, weights=weights, runtimes=runtimes)
     render_report(result, f"parity of {artifact}")
     if report:
         write_json_file(report, result.to_dict())
@@ -421,6 +461,58 @@ def report(
     render_latency(result, plot if result["kind"] == "sweep" else None)
 
 
+@app.command()
+def matrix(
+    precision: Annotated[list[str], typer.Option("--precision", "-p", help="Precisions beyond the recipes' defaults, e.g. int8 (repeatable).")] = None,
+    models: Annotated[list[str], typer.Option("--model", "-m", help="Only these zoo models (repeatable).")] = None,
+    jobs: Annotated[int, typer.Option(help="Models exported at once, one process each.")] = 1,
+    artifacts: Annotated[Path, typer.Option(help="Folder of the models' artifact folders.")] = Path("artifacts"),
+    out_file: Annotated[Path, typer.Option("--out", help="Matrix JSON.")] = Path("results/parity.json"),
+    markdown: Annotated[Path, typer.Option(help="Matrix as a Markdown table.")] = Path("results/parity.md"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Export even the folders that are up to date.")] = False,
+) -> None:
+    """The zoo's parity matrix: every model × target × precision × runtime, with its metrics (`make parity`)."""
+    from mobileseg import zoo
+    from mobileseg.outputs import check_replaceable_file
+
+    if jobs < 1:
+        raise MobilesegError("--jobs must be 1 or more")
+    for name in models or []:
+        zoo.spec(name)
+    for path in (out_file, markdown):
+        check_replaceable_file(path)
+    from mobileseg.export.matrix import run_matrix, write_matrix
+
+    def finished(name: str, entry: dict) -> None:
+        out.print(f"{name}: {'up to date' if entry['cached'] else 'exported'} in {entry['seconds']:.1f} s, "
+                  f"parity {'PASS' if entry['report']['passed'] else 'FAIL'}", highlight=False)  # fmt: skip
+
+    document = run_matrix(models or None, precision or [], artifacts, jobs, not no_cache, finished)
+    write_matrix(document, out_file, markdown)
+    failed = [r for r in document["rows"] if r["status"] != "pass"]
+    out.print(f"{len(document['rows'])} rows, {len(failed)} not passing; wrote {out_file} and {markdown}")
+    for row in failed:
+        out.print(f"  {row['status'].upper()} {row['model']} {row['target']} {row['precision']} {row['runtime']}: {row['reason']}",
+                  highlight=False, markup=False)  # fmt: skip
+
+
+@app.command("bench-suite")
+def bench_suite(
+    out_file: Annotated[Path, typer.Option("--out", help="Result JSON (the sweep and VOS results beside it).")] = Path("results/bench.json"),
+    artifacts: Annotated[Path, typer.Option(help="Scratch folder for the zoo export.")] = Path("results/bench-artifacts"),
+) -> None:
+    """The project's speed targets, measured in one run (`make bench`)."""
+    from mobileseg.outputs import check_replaceable_file
+
+    check_replaceable_file(out_file)
+    from mobileseg.bench.suite import run_suite, summary
+
+    results = run_suite(out_file, os.environ.get("MOBILESEG_WEIGHTS_DIR"), artifacts)
+    for line in summary(results):
+        out.print(line, highlight=False, markup=False)
+    out.print(f"wrote {out_file}")
+
+
 vos_app = typer.Typer(help="Reuse-gated video object segmentation: train the gate, export subgraphs, track, verify, bench.",
                       no_args_is_help=True)  # fmt: skip
 app.add_typer(vos_app, name="vos")
@@ -495,7 +587,7 @@ def vos_export(
     with err.status("exporting") as status:
         manifest = export_vos(VOSExportRequest(model, out_dir, targets, size, force, record, record["seed"]),
                               progress=lambda msg: status.update(msg))  # fmt: skip
-    rows = [[r["subgraph"], r["target"], r["precision"], r["runtime"],
+    rows = [[r["graph"], r["target"], r["precision"], r["runtime"],
              "; ".join(f"{k} {v['max_rel']:.1e}/{v['cosine']:.6f}" for k, v in r.get("metrics", {}).items()) or r.get("error", ""),
              "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]"] for r in manifest["parity"]["results"]]  # fmt: skip
     render_rows(f"VOS export {out_dir} ({manifest['export_seconds']} s)", ["subgraph", "target", "precision", "runtime",
@@ -546,7 +638,7 @@ def vos_verify(
     failed = [r for r in report["subgraphs"] if not r["passed"]]
     out.print(f"subgraphs: {len(report['subgraphs']) - len(failed)}/{len(report['subgraphs'])} pass")
     for r in failed:
-        out.print(f"  [red]FAIL[/red] {r['subgraph']} {r['target']} {r['precision']} on {r['runtime']}: "
+        out.print(f"  [red]FAIL[/red] {r['graph']} {r['target']} {r['precision']} on {r['runtime']}: "
                   f"{r.get('error') or '; '.join(r['failures'])}", highlight=False)  # fmt: skip
     rows = []
     for r in report["sequences"]:

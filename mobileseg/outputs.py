@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -289,7 +290,8 @@ def locked(out: Path, shared: bool = False) -> Iterator[None]:
                 os.close(descriptor)
                 raise ArtifactError(f"{out} is being written or read by {holder}; wait for it to end or choose "
                                     "another --out") from None  # fmt: skip
-            print(f"waiting for {holder} to finish writing {out}", file=sys.stderr, flush=True)
+            # a warning reaches stderr through logging's last-resort handler when the caller set none
+            logging.getLogger("mobileseg").warning("waiting for %s to finish writing %s", holder, out)
             fcntl.flock(descriptor, fcntl.LOCK_SH)
         if _same_file(descriptor, path):  # else the last holder removed it: lock the file there now
             break
@@ -439,3 +441,18 @@ def scratch(prefix: str = "") -> Iterator[Path]:
     """A temporary folder inside `scratch_root`, removed when the block ends."""
     with tempfile.TemporaryDirectory(prefix=prefix, dir=scratch_root()) as folder:
         yield Path(folder)
+
+
+def save_figure(fig, path: Path, **savefig_options) -> Path:
+    """Lay out, write atomically (`outputs.write_file`: replacing only a plot of mobileseg's, marked in its
+    PNG ``Software`` text) and close a matplotlib figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    check_replaceable_file(path)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE}, **savefig_options)
+    plt.close(fig)
+    return write_file(path, buffer.getvalue())

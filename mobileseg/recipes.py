@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mobileseg import zoo
-from mobileseg.errors import RecipeError
+from mobileseg import targets, zoo
+from mobileseg.errors import CheckpointError, RecipeError
 from mobileseg.images import PHOTOS
 from mobileseg.verify.metrics import JUDGED_ON_KEY, TOLERANCE_KEYS
 
@@ -24,19 +25,6 @@ from mobileseg.verify.metrics import JUDGED_ON_KEY, TOLERANCE_KEYS
 # wheel carries the recipes inside the package (pyproject.toml: package-data)
 RECIPES_DIR = Path(__file__).parent / "export_recipes"
 INPUT_FORMATS = ("rgb01", "uint8", "normalized")
-KNOWN_TARGETS = ("onnx", "coreml", "tflite")
-TARGET_PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp16", "fp32"), "tflite": ("fp32", "fp16", "dynamic", "int8")}
-TARGET_OPTIONS = {
-    "onnx": {"precisions", "opset", "exporter", "simplify"},
-    "coreml": {"precisions", "input_type", "minimum_deployment_target", "source", "float_fallback"},
-    "tflite": {"precisions", "keep_nchw", "int8_io", "calibration", "calibration_samples", "activation_ranges", "float_fallback", "bias_correction", "channel_equalization"},
-}
-# Options that are switches: a YAML string such as "no" must not read as true.
-SWITCH_OPTIONS = {"simplify", "keep_nchw", "int8_io", "float_fallback", "bias_correction"}
-# Options that are numbers (YAML ints or floats; a string is a recipe error, not a traceback later).
-NUMBER_OPTIONS = {"opset", "calibration_samples", "channel_equalization"}
-# Options that are strings; ``precisions`` is a list of them.
-TEXT_OPTIONS = {"exporter", "input_type", "minimum_deployment_target", "source", "calibration", "activation_ranges"}
 
 
 @dataclass(frozen=True)
@@ -231,28 +219,11 @@ def validate(recipe: Recipe) -> None:
     if not (recipe.parity_photos or recipe.parity_random):
         raise RecipeError(f"{where}: parity needs at least one photo or random image")
     for target, options in recipe.targets.items():
-        if target not in KNOWN_TARGETS:
-            raise RecipeError(f"{where}: unknown target {target!r}; known targets: {', '.join(KNOWN_TARGETS)}")
-        unknown_options = set(options) - TARGET_OPTIONS[target]
-        if unknown_options:
-            raise RecipeError(f"{where}: unknown {target} option(s): {', '.join(sorted(unknown_options))}")
-        not_switches = sorted(k for k in SWITCH_OPTIONS & set(options) if not isinstance(options[k], bool))
-        if not_switches:
-            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_switches)} must be true or false")
-        not_numbers = sorted(
-            k for k in NUMBER_OPTIONS & set(options)
-            if isinstance(options[k], bool) or not isinstance(options[k], (int, float)) or not math.isfinite(options[k])
-        )  # fmt: skip
-        if not_numbers:
-            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_numbers)} must be numbers (finite)")
-        not_text = sorted(k for k in TEXT_OPTIONS & set(options) if not isinstance(options[k], str))
-        if not_text:
-            raise RecipeError(f"{where}: {target} option(s) {', '.join(not_text)} must be strings")
-        listed = options.get("precisions", [])
-        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
-            raise RecipeError(f"{where}: {target} precisions must be a list of names such as [fp32, fp16], not {listed!r}")
+        if target not in targets.names():
+            raise RecipeError(f"{where}: unknown target {target!r}; known targets: {', '.join(targets.names())}")
+        targets.get(target).check_recipe_options(options, where)
         for precision in precisions(target, options):
-            if precision not in TARGET_PRECISIONS[target]:
+            if precision not in targets.get(target).precisions:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")
             bounds = recipe.tolerances.get(target, {}).get(precision)
             if bounds is None:
@@ -266,7 +237,7 @@ def validate(recipe: Recipe) -> None:
 
 def precisions(target: str, options: dict) -> list[str]:
     """The precisions a target exports: its ``precisions`` option, else every precision it has."""
-    return [str(p) for p in options.get("precisions", TARGET_PRECISIONS[target])]
+    return targets.get(target).chosen_precisions(options)
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -286,3 +257,27 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
     return parse_recipe(data, str(path))
+
+
+WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
+
+
+def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool) -> Path | None:
+    """The checkpoint to load: ``--weights``, else the official file in $MOBILESEG_WEIGHTS_DIR; None = random init."""
+    if explicit is not None:
+        if random_weights:
+            raise CheckpointError("--weights and --random-weights contradict each other")
+        if not Path(explicit).is_file():
+            raise CheckpointError(f"checkpoint not found: {explicit}")
+        return Path(explicit)
+    if random_weights:
+        return None
+    spec = zoo.spec(recipe.model)
+    directory = os.environ.get(WEIGHTS_DIR_ENV)
+    if directory and recipe.weights and (Path(directory) / recipe.weights).is_file():
+        return Path(directory) / recipe.weights
+    raise CheckpointError(
+        f"no weights for {recipe.model}: pass --weights PATH to the authors' checkpoint "
+        f"({spec.checkpoint.filename} from {spec.checkpoint.source.split('@')[0]}), set {WEIGHTS_DIR_ENV} "
+        f"to the folder holding it, or pass --random-weights for a structural export"
+    )

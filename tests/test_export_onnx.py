@@ -9,7 +9,7 @@ import torch
 
 from mobileseg import zoo
 from mobileseg.errors import ArtifactError, CheckpointError, InputSizeError, MobilesegError, RecipeError
-from mobileseg.export.artifact import check_hashes, read_manifest
+from mobileseg.artifact import check_hashes, read_manifest
 from mobileseg.export.pipeline import ExportRequest, export_model
 from mobileseg.runtimes import get_runtime
 from mobileseg.verify.artifact import verify_artifact
@@ -175,7 +175,7 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
 
     from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import OnnxOptions, export_onnx
-    from mobileseg.export.pipeline import build_reference
+    from mobileseg.preprocess import build_reference
     from mobileseg.export.tflite import TfliteOptions
     from mobileseg.images import calibration_images, photo, resize_rgb01
     from mobileseg.recipes import load_recipe
@@ -210,7 +210,7 @@ def test_int8_rewrites_do_not_depend_on_the_thread_count():
     import torch
 
     from mobileseg.export.int8_graph import int8_module
-    from mobileseg.export.pipeline import build_reference
+    from mobileseg.preprocess import build_reference
     from mobileseg.images import calibration_images
     from mobileseg.recipes import load_recipe
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mobileseg.errors import ArtifactError
-from mobileseg.export.artifact import write_manifest
+from mobileseg.artifact import write_manifest
 from mobileseg.outputs import (
     MARKDOWN_MARK,
     check_destination,
@@ -46,7 +46,7 @@ def test_what_counts_as_written_by_mobileseg(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mobileseg.bench.report import save_figure
+    from mobileseg.outputs import save_figure
 
     ours = tmp_path / "result.json"
     write_json_file(ours, {"schema": "mobileseg.latency/1"})

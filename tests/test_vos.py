@@ -145,7 +145,7 @@ def exported(model, tmp_path_factory):
 def test_export_writes_every_subgraph_and_a_state_machine(exported):
     out, manifest = exported
     assert manifest["parity"]["passed"], [r for r in manifest["parity"]["results"] if not r["passed"]]
-    names = {(e["subgraph"], e["target"], e["precision"]) for e in manifest["artifacts"]}
+    names = {(e["graph"], e["target"], e["precision"]) for e in manifest["artifacts"]}
     assert len(names) == 8 * 3  # onnx fp32 + coreml fp32/fp16
     assert all((out / e["file"]).exists() for e in manifest["artifacts"])
     assert manifest["gate"]["reuse_if"] == "p_reuse > tau (strict)"
@@ -155,7 +155,7 @@ def test_export_writes_every_subgraph_and_a_state_machine(exported):
     assert list(gate_inputs) == ["f8", "f8_prev", "score_prev", "template"]
     augmentation = manifest["first_frame_augmentation"]  # the warps an app needs to fit the target model alike
     np.testing.assert_allclose(augmentation["warps_output_to_input"], warp_matrices(), atol=1e-8)
-    onnx_gate = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["target"] == "onnx")
+    onnx_gate = next(e for e in manifest["artifacts"] if e["graph"] == "matching" and e["target"] == "onnx")
     assert "ReduceMax" in onnx_gate["ops"] and "MaxPool" not in onnx_gate["ops"]  # the static pool rewrite
     fp32 = [r for r in manifest["parity"]["results"] if r["precision"] == "fp32"]
     assert max(m["max_rel"] for r in fp32 for m in r["metrics"].values()) < 1e-4
@@ -279,10 +279,10 @@ def exported_tflite(tmp_path_factory):
 def test_tflite_export_maps_every_tensor_and_passes_parity(exported_tflite):
     _, out, manifest = exported_tflite
     assert manifest["parity"]["passed"], [r for r in manifest["parity"]["results"] if not r["passed"]]
-    assert {(e["subgraph"], e["precision"]) for e in manifest["artifacts"]} == {
+    assert {(e["graph"], e["precision"]) for e in manifest["artifacts"]} == {
         (g, p) for g in ("backbone_low", "backbone_high", "template", "matching", "target_model", "refiner_coarse",
                          "refine_translator", "refiner_fine") for p in ("fp32", "fp16")}  # fmt: skip
-    matching = next(e for e in manifest["artifacts"] if e["subgraph"] == "matching" and e["precision"] == "fp32")
+    matching = next(e for e in manifest["artifacts"] if e["graph"] == "matching" and e["precision"] == "fp32")
     tensors = matching["io"]["tensors"]
     assert set(tensors["inputs"]) == {"f8", "f8_prev", "score_prev", "template"} and set(tensors["outputs"]) == {"p_reuse", "delta"}
     # onnx2tf reads the square [1, 64, 64] template as it is, but moves the channels of f8 last

@@ -10,6 +10,7 @@ result says ``fallback: true`` with the reason; ``fallback=False`` makes that an
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -19,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mobileseg import targets
 from mobileseg.bench.devices import Device, DeviceError, load_device
 from mobileseg.bench.latency import Protocol, measure
 from mobileseg.errors import ArtifactError, MobilesegError
-from mobileseg.export.artifact import read_manifest
+from mobileseg.artifact import GRAPHS_KIND, read_manifest
 
 SCHEMA = "mobileseg.latency/1"
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
-HOST_RUNTIME_FOR_TARGET = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
 # What the host measures instead of a device's runtime, closest first: (target, precision).
 FALLBACK_ORDER = {
     "coreml": [("tflite", "fp16"), ("tflite", "fp32"), ("onnx", "fp32")],
@@ -83,25 +83,29 @@ def protocol_for(device: Device, request: ProfileRequest) -> Protocol:
 def folder_artifacts(folder: Path) -> list[Artifact]:
     manifest = read_manifest(folder)
     model = manifest.get("model", {}).get("name")
+    if manifest.get("kind") == GRAPHS_KIND:  # a user's model: the inputs its recipe declares
+        specs = {g["name"]: g["inputs"] for g in manifest.get("graphs", [])}
+        return [Artifact(folder / a["file"], a["target"], a.get("precision"), {**a, "input_specs": specs.get(a.get("graph"), [])})
+                for a in manifest["artifacts"]]  # fmt: skip
     return [Artifact(folder / a["file"], a["target"], a.get("precision"), a, model) for a in manifest["artifacts"]]
 
 
 def file_artifact(path: Path) -> Artifact:
-    target = ARTIFACT_SUFFIXES.get(path.suffix)
+    target = targets.for_suffix(path.suffix)
     if target is None:
         raise ArtifactError(f"{path}: not an artifact mobileseg can time (.onnx, .tflite or .mlpackage)")
     if (path.parent / "manifest.json").is_file():
         for artifact in folder_artifacts(path.parent):
             if artifact.path.name == path.name:
                 return artifact
-    return Artifact(path, target, None, {}, None)
+    return Artifact(path, target.name, None, {}, None)
 
 
 def resolve_artifacts(target: str, wanted: str, progress: Callable[[str], None]) -> list[Artifact]:
     """The artifacts a profile can choose from. A zoo model name uses ``artifacts/<name>``, exported (with
     the recipe's defaults, to ``wanted`` and onnx) when the folder lacks a ``wanted`` or onnx file."""
     path = Path(target)
-    if path.is_file() or path.suffix in ARTIFACT_SUFFIXES:
+    if path.is_file() or targets.for_suffix(path.suffix):
         if not path.exists():
             raise ArtifactError(f"artifact not found: {path}")
         return [file_artifact(path)]
@@ -116,9 +120,9 @@ def resolve_artifacts(target: str, wanted: str, progress: Callable[[str], None])
     folder = DEFAULT_ARTIFACTS_DIR / target
     existing = folder_artifacts(folder) if (folder / "manifest.json").is_file() else []
     if not any(a.target in (wanted, "onnx") for a in existing):
-        targets = sorted({"onnx", wanted} - {"torch"})
-        progress(f"exporting {target} to {', '.join(targets)} for profiling")
-        export_model(ExportRequest(target, targets=targets, out=folder, force=True))
+        needed = sorted({"onnx", wanted} - {"torch"})
+        progress(f"exporting {target} to {', '.join(needed)} for profiling")
+        export_model(ExportRequest(target, targets=needed, out=folder, force=True))
         existing = folder_artifacts(folder)
     return existing
 
@@ -146,10 +150,87 @@ def _input(artifact: Artifact, protocol: Protocol) -> np.ndarray:
     nchw = np.ascontiguousarray(rgb01.transpose(2, 0, 1)[None]).astype(np.float32)
     if fmt == "rgb01" or artifact.model is None:
         return nchw
-    from mobileseg.export.preprocess import format_input
+    from mobileseg.preprocess import format_input
 
     normalization = load_recipe(artifact.model).normalization
     return format_input(nchw, fmt, normalization)
+
+
+def _feeds(artifact: Artifact, protocol: Protocol, session) -> dict[str, np.ndarray]:
+    """Every input of the session: the zoo's one picture as before; a user's model by its declared inputs; a
+    bare file by the shapes and dtypes it holds (3-channel float pictures get the protocol's photo)."""
+    if artifact.target == "torch" or "input" in artifact.entry.get("io", {}) or (
+        artifact.model is not None and "input_specs" not in artifact.entry
+    ):  # fmt: skip
+        return {session.input_names[0]: _input(artifact, protocol)}
+    specs = artifact.entry.get("input_specs") or file_inputs(artifact.path, artifact.target)
+    by_name = {spec["name"]: spec for spec in specs}
+    return {name: _tensor_for(by_name.get(name) or specs[index], protocol, index) for index, name in enumerate(session.input_names)}
+
+
+def _tensor_for(spec: dict, protocol: Protocol, index: int) -> np.ndarray:
+    from mobileseg.images import photo, random_image, resize_rgb01
+
+    shape, dtype = [int(d) for d in spec["shape"]], np.dtype(spec.get("dtype", "float32"))
+    channels_first = len(shape) == 4 and shape[1] == 3
+    channels_last = len(shape) == 4 and shape[3] == 3 and not channels_first
+    if channels_first or channels_last:
+        height, width = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
+        rgb01 = random_image(protocol.seed, height, width) if protocol.input == "random" else resize_rgb01(photo(protocol.input), height, width)
+        picture = np.repeat((rgb01.transpose(2, 0, 1) if channels_first else rgb01)[None], shape[0], axis=0)
+        if spec.get("format") == "normalized" and spec.get("normalization"):
+            mean = np.asarray(spec["normalization"]["mean"], np.float32).reshape(1, 3, 1, 1)
+            std = np.asarray(spec["normalization"]["std"], np.float32).reshape(1, 3, 1, 1)
+            picture = (picture - mean) / std
+        elif spec.get("format") == "uint8" or np.issubdtype(dtype, np.integer):
+            picture = np.round(picture * 255)
+        return np.ascontiguousarray(picture.astype(dtype))
+    rng = np.random.default_rng(protocol.seed + index)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        low, high = spec.get("range", (0, 2))
+        return rng.integers(int(low), int(high), shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def file_inputs(path: Path, target: str) -> list[dict]:
+    """Name, shape and dtype of every input a bare artifact file declares (symbolic dimensions read as 1)."""
+    try:
+        if target == "onnx":
+            import onnx
+            from onnx.helper import tensor_dtype_to_np_dtype
+
+            model = onnx.load(str(path), load_external_data=False)
+            constants = {i.name for i in model.graph.initializer}
+            return [{"name": i.name, "shape": [d.dim_value or 1 for d in i.type.tensor_type.shape.dim],
+                     "dtype": np.dtype(tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)).name}
+                    for i in model.graph.input if i.name not in constants]  # fmt: skip
+        if target == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            from mobileseg.quiet import captured_output
+
+            with captured_output(os.devnull):
+                details = Interpreter(model_path=str(path)).get_input_details()
+            return [{"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name} for d in details]
+        if target == "coreml":
+            from coremltools.models.utils import load_spec
+
+            inputs = []
+            for feature in load_spec(str(path)).description.input:
+                kind = feature.type.WhichOneof("Type")
+                if kind == "multiArrayType":
+                    array = feature.type.multiArrayType
+                    dtype = {65600: "float32", 65568: "float32", 65552: "float16", 131104: "int32"}.get(array.dataType, "float32")
+                    inputs.append({"name": feature.name, "shape": list(array.shape), "dtype": dtype})
+                elif kind == "imageType":
+                    image = feature.type.imageType
+                    inputs.append({"name": feature.name, "shape": [1, 3, image.height, image.width], "dtype": "uint8", "format": "uint8"})
+            return inputs
+    except Exception as exc:
+        raise ArtifactError(f"{path}: cannot read its inputs: {str(exc).strip().splitlines()[0]}") from exc
+    raise ArtifactError(f"{path}: not an artifact mobileseg can time (.onnx, .tflite or .mlpackage)")
 
 
 def _shape_from_file(artifact: Artifact) -> list[int]:
@@ -162,7 +243,6 @@ def _shape_from_file(artifact: Artifact) -> list[int]:
 
 
 def host_info() -> dict:
-    import os
 
     return {
         "system": platform.system(), "machine": platform.machine(), "processor": platform.processor() or None,
@@ -197,6 +277,11 @@ def _profile(request: ProfileRequest, progress: Callable[[str], None] | None = N
     runtime_name = request.runtime or (None if device_target else device.runtime)
     wanted = device_target or (get_runtime(runtime_name).target if runtime_name else "onnx")
     artifacts = resolve_artifacts(request.target, wanted, say)
+    kinds = {a.target for a in artifacts}
+    if not request.runtime and not device_target and len(kinds) == 1 and wanted not in kinds:
+        # a file (or folder) of one target on the host: that target's own runtime
+        wanted = kinds.pop()
+        runtime_name = targets.get(wanted).runtime
 
     fallback_reason = None if reachable else why
     if reachable and device.transport == "adb":
@@ -218,12 +303,12 @@ def _profile(request: ProfileRequest, progress: Callable[[str], None] | None = N
                 artifact = choose(artifacts, target, request.precision or precision)
                 if artifact:
                     break
-            runtime = get_runtime(HOST_RUNTIME_FOR_TARGET[artifact.target]) if artifact else None
+            runtime = get_runtime(targets.get(artifact.target).runtime) if artifact else None
         if artifact is None:
             raise ArtifactError(f"no artifact the host can run in place of {device.name}: export an onnx or tflite target")
         say(f"{device.name} is not reachable ({why}); measuring on the host CPU with {runtime.name} on {artifact.path.name}")
     else:
-        runtime = get_runtime(runtime_name or HOST_RUNTIME_FOR_TARGET.get(wanted, "onnxruntime"))
+        runtime = get_runtime(runtime_name or targets.get(wanted).runtime)
         artifact = choose(artifacts, runtime.target, request.precision) or (
             _torch_reference(artifacts) if runtime.name == "torch" else None
         )
@@ -270,7 +355,7 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         raise
     except Exception as exc:
         raise ArtifactError(f"{runtime.name} cannot load {artifact.path}: {str(exc).strip().splitlines()[0]}") from exc
-    feed = {session.input_names[0]: _input(artifact, protocol)}
+    feed = _feeds(artifact, protocol, session)
     started = time.perf_counter()
     stats = measure(
         lambda: session.run(feed), protocol.iterations, protocol.warmup, protocol.wait_s, protocol.min_time_s,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from mobileseg.errors import MobilesegError
+from mobileseg.outputs import save_figure
 
 SCHEMA_PATH = Path(__file__).with_name("latency.schema.json")
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
@@ -132,23 +133,6 @@ def plot_sweep(result: dict, path: Path) -> Path:
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(lines, labels, fontsize=7, loc="upper left")
     return save_figure(fig, path)
-
-
-def save_figure(fig, path: Path, **savefig_options) -> Path:
-    """Lay out, write atomically (`outputs.write_file`: replacing only a plot of mobileseg's, marked in its
-    PNG ``Software`` text) and close a matplotlib figure."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from mobileseg.outputs import PNG_SOFTWARE, check_replaceable_file, write_file
-
-    check_replaceable_file(path)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE}, **savefig_options)
-    plt.close(fig)
-    return write_file(path, buffer.getvalue())
 
 
 def write_result(result: dict, path: Path) -> Path:

@@ -12,8 +12,6 @@ noise affects both alike; the ratio of medians is the figure of merit.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import subprocess
@@ -115,18 +113,17 @@ def bench_export_zoo(artifacts: Path) -> dict:
     """Time to export the whole zoo (official weights, default sizes) to every target with its parity
     checks, from empty folders; then an unchanged re-run, which must be a cache hit (target <= 10 s).
     Target for the full export on the 2-core reference machine: <= 4 min."""
-    from mobileseg.verify.matrix import main as parity_matrix
+    from mobileseg.export.matrix import run_matrix, write_matrix
 
     jobs = (os.cpu_count() or 1) + 1  # a single export keeps only ~1.1 cores busy: one more process than cores
-    arguments = ["--artifacts", str(artifacts), "--out", str(artifacts / "parity.json"), "--markdown", str(artifacts / "parity.md"),
-                 "--jobs", str(jobs)]  # fmt: skip
     started = time.perf_counter()
-    parity_matrix([*arguments, "--no-cache"])
+    run_matrix(artifacts=artifacts, jobs=jobs, use_cache=False)
     full = time.perf_counter() - started
     started = time.perf_counter()
-    parity_matrix(arguments)
+    document = run_matrix(artifacts=artifacts, jobs=jobs)
     rerun = time.perf_counter() - started
-    models = json.loads((artifacts / "parity.json").read_text())["models"]
+    write_matrix(document, artifacts / "parity.json", artifacts / "parity.md")
+    models = document["models"]
     return {
         "benchmark": "export_zoo_all_targets",
         "models": {name: {"input": m["input"]} for name, m in models.items()},
@@ -185,11 +182,11 @@ def bench_dilation_sweep(out: Path) -> dict:
     """The dissertation's Table 4.4 setup on this host (onnxruntime and LiteRT, 1 thread), beside the quoted
     iPhone XS figures; JSON and PNG next to ``out``."""
     from mobileseg.bench.latency import Protocol
-    from mobileseg.bench.report import plot_sweep, write_result
+    from mobileseg.bench.report import plot_sweep
     from mobileseg.bench.sweep import SweepRequest, run_sweep
 
     result = run_sweep(SweepRequest(protocol=Protocol(warmup=10, iterations=100, threads=1)))
-    write_result(result, out)
+    write_json_file(out, result)
     plot_sweep(result, out.with_suffix(".png"))
     return {
         "benchmark": "dilation_sweep_table_4_4",
@@ -224,40 +221,36 @@ def bench_vos_tau(weights: Path, artifacts: Path, out: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/bench.json")
-    parser.add_argument("--weights-dir", default=os.environ.get("MOBILESEG_WEIGHTS_DIR"))
-    parser.add_argument("--artifacts", default="results/bench-artifacts", help="scratch folder for the zoo export")
-    args = parser.parse_args(argv)
-    check_replaceable_file(Path(args.out))
+def run_suite(out: Path, weights_dir: str | None, artifacts: Path) -> dict:
+    """Run every benchmark; write ``out`` (and the sweep and VOS results beside it); return the document."""
+    out = Path(out)
+    check_replaceable_file(out)
     results = {
         "schema": "mobileseg.bench/1",
         "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "benchmarks": [bench_cli(args.weights_dir), bench_sinet_onnx_vs_torch(args.weights_dir), bench_export_zoo(Path(args.artifacts)),
-                       bench_harness_overhead(), bench_dilation_sweep(Path(args.out).with_name("sweep-dilation.json")),
-                       bench_vos_tau(Path("artifacts/vos-weights.pt"), Path(args.artifacts) / "vos", Path(args.out).with_name("vos-bench.json"))],
+        "benchmarks": [bench_cli(weights_dir), bench_sinet_onnx_vs_torch(weights_dir), bench_export_zoo(Path(artifacts)),
+                       bench_harness_overhead(), bench_dilation_sweep(out.with_name("sweep-dilation.json")),
+                       bench_vos_tau(Path("artifacts/vos-weights.pt"), Path(artifacts) / "vos", out.with_name("vos-bench.json"))],
     }  # fmt: skip
-    write_json_file(Path(args.out), results)
+    write_json_file(out, results)
+    return results
+
+
+def summary(results: dict) -> list[str]:
+    """One line per benchmark: the figure and whether it meets its target."""
     cli, sinet, zoo_export, overhead, sweep, vos = results["benchmarks"]
-    print("cli: " + ", ".join(f"{k} {v:.2f} (target <= {cli['target_s'][k]})" for k, v in cli["median_s"].items())
-          + (" OK" if cli["meets_target"] else " MISSED"))
+    lines = ["cli: " + ", ".join(f"{k} {v:.2f} (target <= {cli['target_s'][k]})" for k, v in cli["median_s"].items())
+             + (" OK" if cli["meets_target"] else " MISSED")]  # fmt: skip
     for runtime, half in vos["closest_to_half_reuse"].items():
-        print(f"vos_fps_vs_tau {runtime}: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency "
-              f"{half['latency_vs_tau1']:.3f} x tau=1 (target <= 0.7)")
-    print(f"vos_fps_vs_tau: {'OK' if vos['meets_target'] else 'MISSED'}")
-    print(f"latency_harness_overhead: no-op median {overhead['noop_ms']['median'] * 1e3:.2f} µs = "
-          f"{overhead['overhead_fraction_of_1ms']:.2%} of 1 ms (target <= 2 %) {'OK' if overhead['meets_target'] else 'MISSED'}")
-    print(f"dilation sweep: {sweep['median_ms']} → {sweep['result']}")
-    print(f"export_zoo_all_targets: {zoo_export['full_export_s']:.1f} s (target <= 240 s), cached re-run "
-          f"{zoo_export['cached_rerun_s']:.1f} s (target <= 10 s)")
-    for b in [sinet]:
-        print(f"{b['benchmark']}: torch eager median {b['torch_eager_ms']['median']:.2f} ms, onnxruntime median "
-              f"{b['onnxruntime_ms']['median']:.2f} ms, ratio {b['ratio_median']:.3f} (target <= {b['target_ratio']}) "
-              f"{'OK' if b['meets_target'] else 'MISSED'}")  # fmt: skip
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        lines.append(f"vos_fps_vs_tau {runtime}: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency "
+                     f"{half['latency_vs_tau1']:.3f} x tau=1 (target <= 0.7)")  # fmt: skip
+    lines.append(f"vos_fps_vs_tau: {'OK' if vos['meets_target'] else 'MISSED'}")
+    lines.append(f"latency_harness_overhead: no-op median {overhead['noop_ms']['median'] * 1e3:.2f} µs = "
+                 f"{overhead['overhead_fraction_of_1ms']:.2%} of 1 ms (target <= 2 %) {'OK' if overhead['meets_target'] else 'MISSED'}")  # fmt: skip
+    lines.append(f"dilation sweep: {sweep['median_ms']} → {sweep['result']}")
+    lines.append(f"export_zoo_all_targets: {zoo_export['full_export_s']:.1f} s (target <= 240 s), cached re-run "
+                 f"{zoo_export['cached_rerun_s']:.1f} s (target <= 10 s)")  # fmt: skip
+    lines.append(f"{sinet['benchmark']}: torch eager median {sinet['torch_eager_ms']['median']:.2f} ms, onnxruntime median "
+                 f"{sinet['onnxruntime_ms']['median']:.2f} ms, ratio {sinet['ratio_median']:.3f} (target <= {sinet['target_ratio']}) "
+                 f"{'OK' if sinet['meets_target'] else 'MISSED'}")  # fmt: skip
+    return lines

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobileseg import targets
 from mobileseg.bench.devices import load_device
 from mobileseg.bench.latency import Protocol, measure
 from mobileseg.bench.profile import SCHEMA, host_info
@@ -26,7 +27,7 @@ from mobileseg.errors import MobilesegError
 from mobileseg.outputs import scratch
 
 BLOCKS = ("dwsep", "dw", "c3", "s2")
-TARGET_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+SWEEP_TARGETS = ("onnx", "tflite")  # Core ML latency needs a Mac
 # Quoted, not measured here: seed 000, Table 4.4 (iPhone XS, Core ML), dwsep 3×3 on 1×128×120×120.
 QUOTED_IPHONE_XS_MS = {2: 6.7, 6: 6.63, 12: 11.84, 18: 12.03}
 
@@ -85,9 +86,9 @@ class SweepRequest:
             raise MobilesegError("dilation rates must be positive integers")
         if self.channels < 1 or min(self.size) < 1:
             raise MobilesegError("channels and size must be positive")
-        bad = [t for t in self.targets if t not in TARGET_RUNTIMES]
+        bad = [t for t in self.targets if t not in SWEEP_TARGETS]
         if bad:
-            raise MobilesegError(f"sweep targets are {', '.join(TARGET_RUNTIMES)} (Core ML latency needs a Mac), not {', '.join(bad)}")
+            raise MobilesegError(f"sweep targets are {', '.join(SWEEP_TARGETS)} (Core ML latency needs a Mac), not {', '.join(bad)}")
         if self.block == "s2":
             for rate in self.rates:
                 pool = max(1, round((2 * rate + 1) / 3))
@@ -153,7 +154,7 @@ def run_sweep(request: SweepRequest, progress: Callable[[str], None] | None = No
                 files["tflite"] = (folder / entry["file"], entry, tflite_graph_facts(entry, rate))
             for target in request.targets:
                 path, entry, facts = files[target]
-                runtime = get_runtime(TARGET_RUNTIMES[target])
+                runtime = get_runtime(targets.get(target).runtime)
                 runtime.require()
                 say(f"rate {rate}: timing {target} on {runtime.name}")
                 io = entry.get("io") or {"input": {"name": "image"}}

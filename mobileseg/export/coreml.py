@@ -34,7 +34,7 @@ from mobileseg.errors import ExportError
 from mobileseg.export import coreml_fallback
 from mobileseg.export.coreml_fallback import mil_name
 from mobileseg.export.options import CoreMLOptions
-from mobileseg.export.preprocess import WithPreprocessing, format_input
+from mobileseg.preprocess import WithPreprocessing, format_input
 from mobileseg.outputs import scratch as scratch_folder
 from mobileseg.runtimes.coreml_support import coreml_input_array, coremltools_log, import_coremltools
 from mobileseg.runtimes.mil_reference import MilProgram, UnsupportedMilOpError

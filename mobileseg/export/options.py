@@ -3,7 +3,7 @@ converter is imported here): recipes and CLI flags become these, and the exporte
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from mobileseg.errors import ExportError
 
@@ -19,10 +19,11 @@ class OnnxOptions:
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"  # or "dynamo"
     simplify: bool = True
-    dynamic_batch: bool = False
-    dynamic_spatial: bool = False  # symbolic height and width on the input and output
-    input_name: str = "image"
-    output_name: str = "logits"
+    # set by the pipeline (the recipe's input section, the graph's names), not recipe keys of the target
+    dynamic_batch: bool = field(default=False, metadata={"recipe": False})
+    dynamic_spatial: bool = field(default=False, metadata={"recipe": False})  # symbolic height and width
+    input_name: str = field(default="image", metadata={"recipe": False})
+    output_name: str = field(default="logits", metadata={"recipe": False})
 
     def validate(self) -> None:
         if not OPSET_RANGE[0] <= self.opset <= OPSET_RANGE[1]:

@@ -8,32 +8,31 @@ folder is returned, before PyTorch or a converter is imported: those load in `_e
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mobileseg import targets as target_registry
 from mobileseg import zoo
-from mobileseg.errors import CheckpointError, MissingDependencyError, MobilesegError, RecipeError
-from mobileseg.export.artifact import MANIFEST, check_hashes, read_manifest, tool_versions, write_json, write_manifest
+from mobileseg.errors import MobilesegError, RecipeError
+from mobileseg.artifact import MANIFEST, check_hashes, read_manifest, tool_versions, write_json, write_manifest
 from mobileseg.export.options import CoreMLOptions, OnnxOptions, TfliteOptions
 from mobileseg.hashing import sha256_file
 from mobileseg.outputs import check_destination, reading, scratch, staging_folder
-from mobileseg.recipes import KNOWN_TARGETS, TARGET_PRECISIONS, Recipe, load_recipe, precisions, validate
+from mobileseg.recipes import Recipe, load_recipe, resolve_weights, validate
+from mobileseg.user_model import is_model_source
 from mobileseg.verify.results import ParityReport
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from mobileseg.export.graphs import UserPlan
     import torch
     from torch import nn
 
-WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"
-# What each target's conversion imports, beyond the core dependencies (pyproject.toml: extras of the same name)
-TARGET_PACKAGES = {"coreml": ("coremltools",), "tflite": ("onnx2tf", "tensorflow")}
 DEFAULT_ARTIFACTS_DIR = Path("artifacts")
 
 
@@ -61,6 +60,20 @@ class ExportRequest:
     use_cache: bool = True
     recipe: Path | None = None
     threads: int | None = 1
+    options: dict[str, dict] = field(default_factory=dict)  # target → recipe option → value (`--set`)
+
+    def option_overrides(self) -> dict[str, dict]:
+        """Target options this request sets: the named flags' and ``options``, unset ones left out."""
+        named = {
+            "onnx": {"opset": self.opset},
+            "coreml": {"input_type": self.coreml_input, "float_fallback": self.float_fallback},
+            "tflite": {"keep_nchw": self.keep_nchw, "int8_io": self.int8_io, "float_fallback": self.float_fallback,
+                       "bias_correction": self.bias_correction, "calibration": str(self.calibration) if self.calibration else None},
+        }  # fmt: skip
+        overrides = {t: {k: v for k, v in values.items() if v is not None} for t, values in named.items()}
+        for target, values in self.options.items():
+            overrides.setdefault(target, {}).update(values)
+        return overrides
 
 
 @dataclass
@@ -74,38 +87,6 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (empty on a cache hit)
 
 
-def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool) -> Path | None:
-    """The checkpoint to load: ``--weights``, else the official file in $MOBILESEG_WEIGHTS_DIR; None = random init."""
-    if explicit is not None:
-        if random_weights:
-            raise CheckpointError("--weights and --random-weights contradict each other")
-        if not Path(explicit).is_file():
-            raise CheckpointError(f"checkpoint not found: {explicit}")
-        return Path(explicit)
-    if random_weights:
-        return None
-    spec = zoo.spec(recipe.model)
-    directory = os.environ.get(WEIGHTS_DIR_ENV)
-    if directory and recipe.weights and (Path(directory) / recipe.weights).is_file():
-        return Path(directory) / recipe.weights
-    raise CheckpointError(
-        f"no weights for {recipe.model}: pass --weights PATH to the authors' checkpoint "
-        f"({spec.checkpoint.filename} from {spec.checkpoint.source.split('@')[0]}), set {WEIGHTS_DIR_ENV} "
-        f"to the folder holding it, or pass --random-weights for a structural export"
-    )
-
-
-def build_reference(recipe: Recipe, weights: Path | None) -> nn.Module:
-    """The zoo model with weights (seeded random init when none), wrapped with the recipe's preprocessing."""
-    import torch
-
-    from mobileseg.export.preprocess import WithPreprocessing
-
-    torch.manual_seed(recipe.seed)
-    model = zoo.build(recipe.model, weights)
-    return WithPreprocessing(model, recipe.normalization, recipe.input_format).eval()
-
-
 def weights_record(recipe: Recipe, weights: Path | None) -> dict:
     if weights is None:
         return {"path": None, "sha256": None, "official": False, "random_init_seed": recipe.seed}
@@ -114,7 +95,7 @@ def weights_record(recipe: Recipe, weights: Path | None) -> dict:
 
 
 def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
-    from mobileseg.export.preprocess import INPUT_DTYPES
+    from mobileseg.preprocess import INPUT_DTYPES
 
     spec = zoo.spec(recipe.model)
     height, width = recipe.input_size
@@ -135,29 +116,28 @@ def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
 
 def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[str], dict[str, dict]]:
     """The targets to export and each one's options: the recipe's, overridden by the request."""
+    known = target_registry.names()
     targets = list(dict.fromkeys(request.targets or list(recipe.targets)))
     if "all" in targets:
-        targets = list(KNOWN_TARGETS)
-    unknown = [t for t in targets if t not in KNOWN_TARGETS]
+        targets = known
+    unknown = [t for t in targets if t not in known]
     if unknown:
-        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(KNOWN_TARGETS)}, all")
+        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(known)}, all")
     options = {t: dict(recipe.targets.get(t, {})) for t in targets}
-    overrides = {
-        "onnx": {"opset": request.opset},
-        "coreml": {"input_type": request.coreml_input, "float_fallback": request.float_fallback},
-        "tflite": {"keep_nchw": request.keep_nchw, "int8_io": request.int8_io, "float_fallback": request.float_fallback,
-                   "bias_correction": request.bias_correction, "calibration": str(request.calibration) if request.calibration else None},
-    }  # fmt: skip
+    not_exported = sorted(set(request.options) - set(targets))
+    if not_exported:
+        raise RecipeError(f"--set names {', '.join(not_exported)}, which this export does not write (targets: {', '.join(targets)})")
+    overrides = request.option_overrides()
     for target in targets:
-        options[target].update({k: v for k, v in overrides[target].items() if v is not None})
+        options[target].update(overrides.get(target, {}))
     if request.precisions:
         matched = set()
         for target in targets:
-            chosen = [p for p in TARGET_PRECISIONS[target] if p in request.precisions]
+            chosen = [p for p in target_registry.get(target).precisions if p in request.precisions]
             matched.update(chosen)
             if not chosen:
                 raise RecipeError(f"{target} has none of the precisions {', '.join(request.precisions)} "
-                                  f"(it has {', '.join(TARGET_PRECISIONS[target])})")  # fmt: skip
+                                  f"(it has {', '.join(target_registry.get(target).precisions)})")  # fmt: skip
             options[target]["precisions"] = chosen
         missing = [p for p in request.precisions if p not in matched]
         if missing:
@@ -173,6 +153,12 @@ def source_digest() -> str:
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def export_fingerprint_of(identity: dict, versions: dict) -> str:
+    """sha256 of what determines a folder's content: ``identity``, tool versions and mobileseg's code."""
+    document = {**identity, "versions": versions, "source": source_digest()}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None) -> str:
@@ -217,8 +203,13 @@ class ExportPlan:
     fingerprint: str
 
 
-def plan_export(request: ExportRequest) -> ExportPlan:
-    """Check everything the request can get wrong, without PyTorch or a converter; `MobilesegError` names it."""
+def plan_export(request: ExportRequest) -> ExportPlan | UserPlan:
+    """Check everything the request can get wrong, without PyTorch or a converter; `MobilesegError` names it.
+    A zoo name plans a zoo export; ``file.py:factory``, ``module:factory`` or ``x.pt2`` a user's model."""
+    if is_model_source(request.model):
+        from mobileseg.export.graphs import plan_user_export
+
+        return plan_user_export(request)
     recipe = load_recipe(request.recipe or request.model)
     if recipe.model != request.model:
         raise RecipeError(f"recipe {recipe.source} is for {recipe.model}, not {request.model}")
@@ -232,12 +223,12 @@ def plan_export(request: ExportRequest) -> ExportPlan:
         raise RecipeError("a dynamic batch axis is for the onnx target only; export coreml/tflite with a static batch")
     zoo.spec(recipe.model).check_input_size(*recipe.input_size)
     for target in targets:
-        for package in TARGET_PACKAGES.get(target, ()):
-            if importlib.util.find_spec(package) is None:
-                raise MissingDependencyError(f"the {target} target", package, target)
-    onnx_options = _onnx_options(target_options.get("onnx", {}), recipe) if {"onnx", "tflite"} & set(targets) else None
-    coreml_options = _coreml_options(target_options["coreml"]) if "coreml" in targets else None
-    tflite_options = _tflite_options(target_options["tflite"]) if "tflite" in targets else None
+        target_registry.get(target).require_packages()
+    get = target_registry.get
+    onnx_options = (get("onnx").options(target_options.get("onnx", {}), dynamic_batch=recipe.dynamic_batch)
+                    if {"onnx", "tflite"} & set(targets) else None)  # fmt: skip
+    coreml_options = get("coreml").options(target_options["coreml"]) if "coreml" in targets else None
+    tflite_options = get("tflite").options(target_options["tflite"]) if "tflite" in targets else None
     if onnx_options:
         onnx_options.validate()
     if coreml_options:
@@ -267,6 +258,11 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
     """
     say = progress or (lambda _msg: None)
     plan = plan_export(request)
+    if not isinstance(plan, ExportPlan):
+        from mobileseg.export.graphs import export_user_model
+
+        check_destination(plan.out, request.force)
+        return export_user_model(plan, request, say)
     if request.use_cache:
         cached = _cached(plan.out, plan.fingerprint, plan.recipe)
         if cached is not None:
@@ -281,7 +277,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
     from mobileseg.export.coreml import export_coreml
     from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
-    from mobileseg.export.preprocess import example_input, format_input
+    from mobileseg.preprocess import build_reference, example_input, format_input
     from mobileseg.export.tflite import FALLBACK_SAMPLES
     from mobileseg.images import calibration_images
     from mobileseg.runtimes.coreml_support import coremltools_notes
@@ -413,38 +409,6 @@ def _tflite(
         onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx,
         symbolic_first=bool(ambiguous_tensors(onnx_path)),
     )  # fmt: skip
-
-
-def _onnx_options(options: dict, recipe: Recipe) -> OnnxOptions:
-    return OnnxOptions(
-        opset=int(options.get("opset", OnnxOptions.opset)),
-        exporter=str(options.get("exporter", OnnxOptions.exporter)),
-        simplify=bool(options.get("simplify", True)),
-        dynamic_batch=recipe.dynamic_batch,
-    )
-
-
-def _coreml_options(options: dict) -> CoreMLOptions:
-    return CoreMLOptions(
-        precisions=tuple(precisions("coreml", options)),
-        input_type=str(options.get("input_type", CoreMLOptions.input_type)),
-        minimum_deployment_target=str(options.get("minimum_deployment_target", CoreMLOptions.minimum_deployment_target)),
-        source=str(options.get("source", CoreMLOptions.source)),
-        float_fallback=bool(options.get("float_fallback", CoreMLOptions.float_fallback)),
-    )
-
-
-def _tflite_options(options: dict) -> TfliteOptions:
-    return TfliteOptions(
-        precisions=tuple(precisions("tflite", options)),
-        keep_nchw=bool(options.get("keep_nchw", False)),
-        int8_io=bool(options.get("int8_io", False)),
-        calibration_samples=int(options.get("calibration_samples", TfliteOptions.calibration_samples)),
-        activation_ranges=str(options.get("activation_ranges", TfliteOptions.activation_ranges)),
-        float_fallback=bool(options.get("float_fallback", TfliteOptions.float_fallback)),
-        bias_correction=bool(options.get("bias_correction", TfliteOptions.bias_correction)),
-        channel_equalization=float(options.get("channel_equalization", TfliteOptions.channel_equalization)),
-    )
 
 
 def _coreml_info(recipe: Recipe):

@@ -50,7 +50,7 @@ from mobileseg.export.tflite_fallback import tflite_interpreter, read_model, wit
 from mobileseg.outputs import scratch
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes import get_runtime
-from mobileseg.runtimes.tflite import layout_of, to_model_layout, to_nchw
+from mobileseg.runtimes.tflite import bind_tensors, layout_of, to_model_layout, to_nchw
 
 # Float fallback (export/tflite_fallback.py), per precision: the label agreement with the fp32 file to
 # reach on the calibration pictures (half the disagreement the recipes allow against PyTorch on photos),
@@ -491,11 +491,6 @@ def _describe(
 GRAPH_PRECISIONS = ("fp32", "fp16")  # what onnx2tf writes itself; quantised state tensors are out of scope
 
 
-def _layouts(array: np.ndarray) -> tuple[str, ...]:
-    """The TFLite runner's layouts a tensor of this rank can be in (``channels_last`` moves axis 1 last)."""
-    return ("channels_last", "as_is") if array.ndim in (3, 4) else ("as_is",)
-
-
 def convert_graph(
     onnx_path: Path,
     files: dict[str, Path],
@@ -535,66 +530,5 @@ def convert_graph(
             except Exception as exc:
                 raise _failure(name, f"{precision} conversion", exc, log_path) from exc
             target.write_bytes(data)
-            records[precision] = _graph_tensors(target, inputs, outputs, name)
+            records[precision] = bind_tensors(target, inputs, outputs, name)
     return records
-
-
-def _graph_tensors(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], name: str) -> dict:
-    """Map the TFLite file's tensors to the graph's named inputs and outputs (see ``convert_graph``).
-
-    An input whose channel-last shape equals its own shape (a square ``[1, 64, 64]``) cannot be told by
-    shape: each reading is tried on the real tensors and the one that reproduces the reference is kept.
-    """
-    import itertools
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    with captured_output(os.devnull):
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
-    choices = {}
-    for detail in interpreter.get_input_details():
-        key = detail["name"].removeprefix("serving_default_").split(":")[0]
-        if key not in inputs:
-            raise ExportError(f"{name}: tflite input {detail['name']} matches no graph input ({', '.join(inputs)})")
-        value = inputs[key]
-        fits = [layout for layout in _layouts(value) if list(to_model_layout(value, layout).shape) == list(detail["shape"])]
-        if not fits:
-            raise ExportError(f"{name}: tflite input {key} has shape {list(detail['shape'])}, not a layout of {list(value.shape)}")
-        choices[key] = (detail, fits)
-    best = None
-    for layouts in itertools.product(*(fits for _, fits in choices.values())):
-        for (key, (detail, _)), layout in zip(choices.items(), layouts):
-            interpreter.set_tensor(detail["index"], np.ascontiguousarray(to_model_layout(inputs[key], layout), dtype=np.float32))
-        interpreter.invoke()
-        matched, total = _match_outputs(interpreter, outputs, name)
-        if best is None or total < best[0]:
-            best = (total, dict(zip(choices, layouts)), matched)
-    _, input_layouts, matched = best
-    return {
-        "inputs": {key: {"tensor": choices[key][0]["name"], "layout": input_layouts[key]} for key in choices},
-        "outputs": matched,
-    }
-
-
-def _match_outputs(interpreter, outputs: dict[str, np.ndarray], name: str) -> tuple[dict, float]:
-    """Each output tensor → (graph output, layout) by shape and least relative error; and the summed error."""
-    record, total = {}, 0.0
-    for detail in interpreter.get_output_details():
-        produced = interpreter.get_tensor(detail["index"])
-        candidates = []
-        for key, expected in outputs.items():
-            for layout in _layouts(produced):
-                value = to_nchw(produced, layout)
-                if value.shape == expected.shape and key not in record:
-                    error = float(np.abs(value - expected).max() / max(float(np.abs(expected).max()), 1e-12))
-                    candidates.append((error, key, layout))
-        if not candidates:
-            raise ExportError(f"{name}: tflite output {detail['name']} {list(detail['shape'])} matches no graph output")
-        error, key, layout = min(candidates)
-        record[key] = {"tensor": detail["name"], "layout": layout}
-        total += error
-    missing = [k for k in outputs if k not in record]
-    if missing:
-        raise ExportError(f"{name}: tflite file has no output for {', '.join(missing)}")
-    return record, total

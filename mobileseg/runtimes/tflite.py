@@ -160,3 +160,77 @@ TFLITE_RUNTIMES = (
     TfliteRuntime("tflite-runtime", "tflite-runtime", "tflite_runtime.interpreter", xnnpack=True),
     TfliteRuntime("tflite-runtime-noxnn", "tflite-runtime", "tflite_runtime.interpreter", xnnpack=False),
 )
+
+
+# ---- binding a file's tensors to a graph's names (files written by onnx2tf, or by another tool) -----------
+
+
+def _layouts(array: np.ndarray) -> tuple[str, ...]:
+    """The TFLite runner's layouts a tensor of this rank can be in (``channels_last`` moves axis 1 last)."""
+    return ("channels_last", "as_is") if array.ndim in (3, 4) else ("as_is",)
+
+
+def bind_tensors(path: Path, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], name: str) -> dict:
+    """Map the TFLite file's tensors to the graph's named inputs and outputs, with real NCHW ``inputs`` and
+    the reference ``outputs`` they give (onnx2tf moves the channel axis last, but not always, and names
+    outputs ``Identity_N``). Inputs match by name, or by position when the file's names are another tool's.
+
+    An input whose channel-last shape equals its own shape (a square ``[1, 64, 64]``) cannot be told by
+    shape: each reading is tried on the real tensors and the one that reproduces the reference is kept.
+    """
+    import itertools
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with captured_output(os.devnull):
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+    choices = {}
+    details = interpreter.get_input_details()
+    for position, detail in enumerate(details):
+        key = detail["name"].removeprefix("serving_default_").split(":")[0]
+        if key not in inputs and len(details) == len(inputs):
+            key = list(inputs)[position]
+        if key not in inputs:
+            raise ExportError(f"{name}: tflite input {detail['name']} matches no graph input ({', '.join(inputs)})")
+        value = inputs[key]
+        fits = [layout for layout in _layouts(value) if list(to_model_layout(value, layout).shape) == list(detail["shape"])]
+        if not fits:
+            raise ExportError(f"{name}: tflite input {key} has shape {list(detail['shape'])}, not a layout of {list(value.shape)}")
+        choices[key] = (detail, fits)
+    best = None
+    for layouts in itertools.product(*(fits for _, fits in choices.values())):
+        for (key, (detail, _)), layout in zip(choices.items(), layouts):
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(to_model_layout(inputs[key], layout), dtype=np.float32))
+        interpreter.invoke()
+        matched, total = _match_outputs(interpreter, outputs, name)
+        if best is None or total < best[0]:
+            best = (total, dict(zip(choices, layouts)), matched)
+    _, input_layouts, matched = best
+    return {
+        "inputs": {key: {"tensor": choices[key][0]["name"], "layout": input_layouts[key]} for key in choices},
+        "outputs": matched,
+    }
+
+
+def _match_outputs(interpreter, outputs: dict[str, np.ndarray], name: str) -> tuple[dict, float]:
+    """Each output tensor → (graph output, layout) by shape and least relative error; and the summed error."""
+    record, total = {}, 0.0
+    for detail in interpreter.get_output_details():
+        produced = interpreter.get_tensor(detail["index"])
+        candidates = []
+        for key, expected in outputs.items():
+            for layout in _layouts(produced):
+                value = to_nchw(produced, layout)
+                if value.shape == expected.shape and key not in record:
+                    error = float(np.abs(value - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+                    candidates.append((error, key, layout))
+        if not candidates:
+            raise ExportError(f"{name}: tflite output {detail['name']} {list(detail['shape'])} matches no graph output")
+        error, key, layout = min(candidates)
+        record[key] = {"tensor": detail["name"], "layout": layout}
+        total += error
+    missing = [k for k in outputs if k not in record]
+    if missing:
+        raise ExportError(f"{name}: tflite file has no output for {', '.join(missing)}")
+    return record, total

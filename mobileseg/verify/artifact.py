@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mobileseg.errors import ArtifactError, CheckpointError, RuntimeUnavailableError
-from mobileseg.export.artifact import check_hashes, read_manifest
+from mobileseg.artifact import GRAPHS_KIND, REFERENCE_PROGRAM, check_hashes, read_manifest
 from mobileseg.hashing import sha256_file
 from mobileseg.outputs import reading
 from mobileseg.recipes import parse_recipe
-from mobileseg.verify.results import ParityReport
+from mobileseg.verify.results import ArtifactResult, ParityReport
 
 __all__ = ["verify_artifact", "ParityReport"]
 
@@ -26,15 +26,124 @@ def verify_artifact(
     any of them: that is not a parity failure."""
     folder = Path(folder)
     with reading(folder):
-        manifest, recipe, reference = reference_for(folder, weights, runtimes)
-        from mobileseg.verify.parity import run_parity
+        if read_manifest(folder).get("kind") == GRAPHS_KIND:
+            if weights:
+                raise CheckpointError("this folder keeps its reference program; --weights applies to zoo models")
+            report = verify_graphs_folder(folder, runtimes, threads)
+        else:
+            manifest, recipe, reference = reference_for(folder, weights, runtimes)
+            from mobileseg.verify.parity import run_parity
 
-        report = run_parity(
-            reference, recipe, folder, manifest["artifacts"], manifest["model"]["output_kind"], runtimes, threads
-        )
+            report = run_parity(
+                reference, recipe, folder, manifest["artifacts"], manifest["model"]["output_kind"], runtimes, threads
+            )
     if report.results and all(r.status == "skipped" for r in report.results):
         reasons = sorted({f"{r.runtime} ({r.reason})" for r in report.results})
         raise RuntimeUnavailableError(f"no runtime here can run the artifacts of {folder}: {'; '.join(reasons)}")
+    return report
+
+
+def verify_graphs_folder(folder: Path, runtimes: list[str] | None = None, threads: int | None = 1) -> ParityReport:
+    """Parity of a folder of named graphs (a user's model) against the ``torch.export`` program it keeps,
+    on the parity inputs its recipe declares, on every runtime of each file's target (or ``runtimes``)."""
+    import torch
+
+    from mobileseg.runtimes import runtimes_for
+    from mobileseg.user_model import parity_inputs, parse_user_recipe, run_declared
+    from mobileseg.verify.graphs import artifact_result, graph_parity, graph_report
+
+    manifest = read_manifest(folder)
+    problems = check_hashes(folder, manifest)
+    if problems:
+        raise ArtifactError(f"{folder} does not match its manifest: {'; '.join(problems)}")
+    check_runtimes_apply(folder, manifest, runtimes)
+    recipe = parse_user_recipe(manifest["recipe"], f"{folder}/manifest.json")
+    if REFERENCE_PROGRAM not in manifest["files"]:
+        raise ArtifactError(f"{folder} keeps no reference program ({REFERENCE_PROGRAM}); re-export it")
+    reference = torch.export.load(str(folder / REFERENCE_PROGRAM)).module()
+    where = f"the reference program of {folder}"
+    inputs = parity_inputs(recipe)
+    cases = [(label, feeds, run_declared(reference, recipe, feeds, where)) for label, feeds in inputs]
+    kinds = {s.name: s.kind for s in recipe.outputs}
+    rows = []
+    for entry in manifest["artifacts"]:
+        for runtime in runtimes_for(entry["target"]):
+            if runtimes and runtime.name not in runtimes:
+                continue
+            reason = runtime.unavailable_reason()
+            if reason:
+                rows.append(ArtifactResult(entry["target"], entry["precision"], entry["file"], runtime.name, "skipped", reason))
+                continue
+            result = graph_parity(folder, entry, runtime.name, cases, recipe.tolerance(entry["precision"]), kinds, threads)
+            rows.append(artifact_result(result, entry["file"]))
+    report = graph_report(recipe, [], [], [label for label, _ in inputs])
+    report.results = rows
+    return report
+
+
+def verify_file(
+    path: Path, reference: str, recipe_path: Path | None = None, precision: str = "fp32", weights: Path | None = None,
+    runtimes: list[str] | None = None, threads: int | None = 1,
+) -> ParityReport:  # fmt: skip
+    """Parity of one artifact file made anywhere (another tool's .onnx, .tflite, .mlpackage) against
+    ``reference``: a zoo model (its recipe, official or ``weights`` checkpoint) or a user's model with the
+    recipe at ``recipe_path``. Inputs and outputs are matched by name (TFLite: by value, as onnx2tf renames
+    them); the file is judged with the tolerances of ``precision``."""
+    from mobileseg import targets
+    from mobileseg.runtimes import get_runtime, runtimes_for
+    from mobileseg.user_model import is_model_source, load_user_recipe, parse_model_source, zoo_as_user_recipe
+
+    path = Path(path)
+    target = targets.for_suffix(path.suffix)
+    if target is None or not path.exists():
+        raise ArtifactError(f"{path}: not an artifact file (.onnx, .tflite or .mlpackage)" if path.exists() else f"not found: {path}")
+    if precision not in ("fp32", "fp16"):
+        raise ArtifactError(f"--precision {precision}: a file is judged as fp32 or fp16")
+    for name in runtimes or []:
+        if get_runtime(name).target != target.name:
+            raise ArtifactError(f"runtime {name} runs {get_runtime(name).target} artifacts; {path} is {target.name}")
+    if is_model_source(reference):
+        source = parse_model_source(reference)
+        recipe = load_user_recipe(recipe_path, source.name)
+        if weights:
+            raise CheckpointError("--weights applies to zoo references; your factory loads its own")
+        zoo_recipe = checkpoint = None
+    else:
+        from mobileseg.recipes import load_recipe, resolve_weights
+
+        zoo_recipe = load_recipe(recipe_path or reference)
+        recipe = zoo_as_user_recipe(zoo_recipe, target.name)
+        checkpoint = resolve_weights(zoo_recipe, weights, False)
+    from mobileseg.preprocess import build_reference
+    from mobileseg.user_model import graph_of, load_module, parity_inputs, run_declared
+    from mobileseg.verify.graphs import artifact_result, graph_parity, graph_report
+
+    module = load_module(source) if zoo_recipe is None else build_reference(zoo_recipe, checkpoint)
+    inputs = parity_inputs(recipe)
+    cases = [(label, feeds, run_declared(module, recipe, feeds, reference)) for label, feeds in inputs]
+    graph = graph_of(module, recipe, cases[0][2])
+    io = graph.io_record()
+    if target.name == "tflite":
+        from mobileseg.runtimes.tflite import bind_tensors
+
+        io["tensors"] = bind_tensors(path, cases[0][1], cases[0][2], str(path))
+    entry = {"graph": graph.name, "target": target.name, "precision": precision, "file": path.name, "io": io}
+    kinds = {s.name: s.kind for s in recipe.outputs}
+    rows = []
+    for runtime in runtimes_for(target.name):
+        if runtimes and runtime.name not in runtimes:
+            continue
+        reason = runtime.unavailable_reason()
+        if reason:
+            rows.append(ArtifactResult(target.name, precision, path.name, runtime.name, "skipped", reason))
+            continue
+        result = graph_parity(path.parent, entry, runtime.name, cases, recipe.tolerance(precision), kinds, threads)
+        rows.append(artifact_result(result, path.name))
+    report = graph_report(recipe, [], [], [label for label, _ in inputs])
+    report.results = rows
+    report.reference = {"kind": "zoo" if not is_model_source(reference) else "user model", "model": reference}
+    if all(r.status == "skipped" for r in rows):
+        raise RuntimeUnavailableError(f"no runtime here can run {path}: {'; '.join(sorted({r.reason for r in rows}))}")
     return report
 
 
@@ -54,8 +163,6 @@ def check_runtimes_apply(folder: Path, manifest: dict, runtimes: list[str] | Non
 
 def reference_for(folder: Path, weights: str | Path | None = None, runtimes: list[str] | None = None):
     """(manifest, recipe, PyTorch reference) of an artifact folder whose files match its manifest."""
-    from mobileseg.export.pipeline import build_reference
-
     manifest = read_manifest(folder)
     if manifest.get("kind") is not None:
         raise ArtifactError(f"{folder} is a {manifest['kind']} artifact folder: use `mobileseg {manifest['kind']} verify`")
@@ -76,4 +183,6 @@ def reference_for(folder: Path, weights: str | Path | None = None, runtimes: lis
             raise CheckpointError(f"{path} is not the checkpoint this artifact was exported with (sha256 differs)")
     elif weights:
         raise CheckpointError("this artifact was exported with random weights; --weights does not apply")
+    from mobileseg.preprocess import build_reference  # PyTorch: only once the folder and the weights are checked
+
     return manifest, recipe, build_reference(recipe, path if record["sha256"] else None)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileseg.export.preprocess import format_input
+from mobileseg.preprocess import format_input
 from mobileseg.images import photo, quantize_pixels, random_image, resize_rgb01
 from mobileseg.recipes import Recipe
 from mobileseg.runtimes import runtimes_for

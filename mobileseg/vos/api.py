@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ArtifactError
-from mobileseg.export.artifact import check_hashes, read_manifest
+from mobileseg.artifact import check_hashes, graph_name, read_manifest
 from mobileseg.images import IMAGE_SUFFIXES
 from mobileseg.vos.export import REFERENCE_WEIGHTS, VOS_KIND
 from mobileseg.vos.session import VOSInputError
@@ -143,7 +143,7 @@ def _run_video(folder: Path, video: Path, mask: Path, tau: float, runtime: str, 
                progress=None) -> dict:  # fmt: skip
     import imageio.v3 as iio
 
-    from mobileseg.export.artifact import write_json, write_manifest
+    from mobileseg.artifact import write_json, write_manifest
     from mobileseg.outputs import check_destination, staging_folder
     from mobileseg.vos.session import VOSSession, validate_tau
 
@@ -195,13 +195,14 @@ def _verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tupl
     from mobileseg.vos.backends import TorchBackend
     from mobileseg.vos.data import generate_sequence
     from mobileseg.vos.evaluate import sequence_parity
-    from mobileseg.vos.export import record_subgraph_io, subgraph_parity
+    from mobileseg.verify.graphs import graph_parity
+    from mobileseg.vos.export import TOLERANCE, record_subgraph_io, recorded_cases
 
     folder = Path(folder)
     manifest = read_vos_manifest(folder)
     model = reference_model(folder)
     size = tuple(manifest["input_size"])
-    recorded = record_subgraph_io(model, size, manifest.get("weights", {}).get("seed", 0))
+    cases = recorded_cases(record_subgraph_io(model, size, manifest.get("weights", {}).get("seed", 0)))
     pairs = []
     for target, precision in targets_in(manifest):
         names = runtimes or [r.name for r in runtimes_for(target)]
@@ -214,13 +215,13 @@ def _verify_artifact(folder: Path, runtimes: list[str] | None = None, taus: tupl
         for entry in manifest["artifacts"]:
             if entry["target"] == target and entry["precision"] == precision:
                 if progress:
-                    progress(f"subgraph {entry['subgraph']}: {target} {precision} on {name}")
-                subgraph_results.append(subgraph_parity(folder, entry, name, recorded))
+                    progress(f"subgraph {graph_name(entry)}: {target} {precision} on {name}")
+                subgraph_results.append(graph_parity(folder, entry, name, cases[graph_name(entry)], TOLERANCE[precision]))
     reference = TorchBackend(model, size)
     clips = [generate_sequence(30_000 + i, *size, length=length, objects=1 + i % 2) for i in range(sequences)]
     sequence_results = []
     for target, precision, name in pairs:
-        failed_graphs = {r["subgraph"] for r in subgraph_results if r["runtime"] == name and r["precision"] == precision
+        failed_graphs = {r["graph"] for r in subgraph_results if r["runtime"] == name and r["precision"] == precision
                          and r["target"] == target and "error" in r}  # fmt: skip
         if failed_graphs:
             sequence_results.append({"target": target, "precision": precision, "runtime": name, "skipped":
@@ -252,7 +253,7 @@ def bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], l
 
 def _bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], length: int, seed: int, threads: int,
                     out_file: Path | None = None, progress=None) -> dict:  # fmt: skip
-    from mobileseg.export.artifact import tool_versions
+    from mobileseg.artifact import tool_versions
     from mobileseg.vos.data import generate_sequence
     from mobileseg.vos.evaluate import bench_tau
 
@@ -267,9 +268,9 @@ def _bench_artifact(folder: Path, runtimes: list[str], taus: tuple[float, ...], 
     result = {"schema": "mobileseg.vos-bench/1", "kind": "vos-bench", "artifact": str(folder), "input_size": list(size), "sequence": sequence.name,
               "frames": length, "threads": threads, "runs": runs, "tools": tool_versions()}  # fmt: skip
     if out_file:
-        from mobileseg.bench.report import write_result
+        from mobileseg.outputs import write_json_file
 
-        write_result(result, out_file)
+        write_json_file(out_file, result)
         plot_fps(result, Path(out_file).with_suffix(".png"))
     return result
 
@@ -281,7 +282,7 @@ def plot_fps(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mobileseg.bench.report import save_figure
+    from mobileseg.outputs import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in result["runs"]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mobileseg.errors import ArtifactError
+from mobileseg.artifact import graph_name
 from mobileseg.runtimes.torch_runtime import torch_threads
 from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, subgraphs
 
@@ -26,11 +27,11 @@ class TorchBackend:
 
     def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         graph = self.graphs[subgraph]
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in graph.inputs]
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in graph.input_names]
         with torch_threads(self.threads), torch.inference_mode():
             out = graph.module(*args)
         out = out if isinstance(out, tuple) else (out,)
-        return {name: value.numpy() for name, value in zip(graph.outputs, out)}
+        return {name: value.numpy() for name, value in zip(graph.output_names, out)}
 
 
 class ArtifactBackend:
@@ -46,7 +47,7 @@ class ArtifactBackend:
         if runner.target != target:
             raise ArtifactError(f"runtime {runtime} runs {runner.target} artifacts, not {target}")
         runner.require()
-        entries = {(e["subgraph"], e["target"], e["precision"]): e for e in manifest["artifacts"]}
+        entries = {(graph_name(e), e["target"], e["precision"]): e for e in manifest["artifacts"]}
         self.sessions, self.io = {}, {}
         for name in SUBGRAPH_NAMES:
             entry = entries.get((name, target, precision))

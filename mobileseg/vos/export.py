@@ -15,27 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from mobileseg import targets as target_registry
+from mobileseg.core import Deployable, ParityCases
 from mobileseg.errors import ExportError
-from mobileseg.export.artifact import tool_versions, write_json, write_manifest
-from mobileseg.outputs import scratch, staging_folder
-from mobileseg.verify.metrics import check, compare
+from mobileseg.artifact import tool_versions, write_json, write_manifest
+from mobileseg.export.graphs import export_graphs
+from mobileseg.outputs import staging_folder
 from mobileseg.vos.augment import describe as first_frame_augmentation
 from mobileseg.vos.backends import TorchBackend
 from mobileseg.vos.data import generate_sequence
-from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, Subgraph, feature_shapes, subgraphs, validate_size
+from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, feature_shapes, subgraphs, validate_size
 from mobileseg.vos.session import VOSSession
 from mobileseg.vos.solver import SolverConfig
 
 VOS_KIND = "vos-reuse-gate"
 REFERENCE_WEIGHTS = "torch/weights.pt"  # the PyTorch reference, so that a folder verifies on its own
-TARGETS = ("onnx", "coreml", "tflite")
 PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp32", "fp16"), "tflite": ("fp32", "fp16")}
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "coreml": "mil-reference", "tflite": "litert"}
-FILE_SUFFIX = {"onnx": ".onnx", "coreml": ".mlpackage", "tflite": ".tflite"}
 # Per subgraph output, judged on real intermediate tensors. fp32: relative error; fp16: cosine.
 TOLERANCE = {"fp32": {"max_rel": 1e-4}, "fp16": {"min_cosine": 0.999}}
+
 
 def state_machine(change_cue: bool) -> dict[str, list[str]]:
     """The host loop in pseudo-code, for the manifest (``change_cue``: matching also takes f8_prev)."""
@@ -104,82 +103,27 @@ def record_subgraph_io(model: ReuseGateVOS, input_size: tuple[int, int], seed: i
     return backend.seen
 
 
-def _io_record(graph: Subgraph) -> dict:
-    return {"inputs": {k: list(v) for k, v in graph.inputs.items()}, "outputs": {k: list(v) for k, v in graph.outputs.items()},
-            "layout": "NCHW"}  # fmt: skip
+def recorded_cases(recorded: dict[str, tuple[dict, dict]]) -> ParityCases:
+    """The recorded subgraph I/O as parity cases (one per subgraph)."""
+    return {name: [("recorded sequence", inputs, outputs)] for name, (inputs, outputs) in recorded.items()}
 
 
-def _export_graph(
-    graph: Subgraph, target: str, files: dict[str, Path], recorded: tuple[dict, dict], onnx_file: Path | None = None
-) -> dict[str, dict]:
-    """Write ``files[precision]`` for one subgraph and target; returns each file's manifest details.
-
-    ``onnx_file``, this subgraph's ONNX export when already written, is what tflite converts from.
-    """
-    examples, expected = recorded
-    tensors = {name: torch.from_numpy(examples[name]) for name in graph.inputs}
-    metadata = {"mobileseg.subgraph": graph.name, "mobileseg.kind": VOS_KIND}
-    if target == "onnx":
-        from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
-
-        info = export_onnx_graph(graph.module, tuple(tensors.values()), files["fp32"], list(graph.inputs), list(graph.outputs),
-                                 OnnxOptions(), metadata)  # fmt: skip
-        return {"fp32": {"io": _io_record(graph), "opset": info.opset, "nodes": info.nodes_after, "ops": info.op_counts}}
-    if target == "coreml":
-        from mobileseg.export.coreml import CoreMLOptions, convert_graph
-
-        details = {}
-        for precision, path in files.items():
-            mlmodel = convert_graph(graph.module, tensors, list(graph.outputs), precision, CoreMLOptions(), f"vos/{graph.name}")
-            mlmodel.short_description = f"mobileseg reuse-gated VOS subgraph {graph.name} ({graph.runs})"
-            mlmodel.user_defined_metadata.update({**metadata, "mobileseg.precision": precision})
-            mlmodel.save(str(path))
-            details[precision] = {"io": _io_record(graph), "format": "mlprogram"}
-        return details
-    if target == "tflite":
-
-        from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
-        from mobileseg.export.tflite import convert_graph as convert_tflite
-
-        with scratch("vos-") as tmp:
-            if onnx_file is None or not onnx_file.is_file():
-                onnx_file = Path(tmp) / f"{graph.name}.onnx"
-                export_onnx_graph(graph.module, tuple(tensors.values()), onnx_file, list(graph.inputs), list(graph.outputs),
-                                  OnnxOptions(), metadata)  # fmt: skip
-            records = convert_tflite(onnx_file, files, {k: examples[k] for k in graph.inputs}, expected, f"vos/{graph.name}")
-        return {p: {"io": {**_io_record(graph), "tensors": r}, "converter": "onnx2tf"} for p, r in records.items()}
-    raise ExportError(f"unknown VOS target {target}")
-
-
-def subgraph_parity(
-    folder: Path, entry: dict, runtime: str, recorded: dict[str, tuple[dict, dict]], threads: int | None = 1
-) -> dict:
-    """Run one subgraph file on ``runtime`` with the recorded inputs; metrics per output vs PyTorch."""
-    from mobileseg.runtimes import get_runtime
-
-    inputs, expected = recorded[entry["subgraph"]]
-    result = {"subgraph": entry["subgraph"], "target": entry["target"], "precision": entry["precision"], "runtime": runtime}
-    try:
-        session = get_runtime(runtime).load(Path(folder) / entry["file"], threads=threads, io=entry.get("io"))
-        outputs = session.run({name: inputs[name] for name in entry["io"]["inputs"]})
-    except Exception as exc:  # noqa: BLE001 (a runtime that cannot load or run a file is a parity failure)
-        return {**result, "passed": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
-    tolerance = TOLERANCE[entry["precision"]]
-    metrics, failures = {}, []
-    for name in entry["io"]["outputs"]:
-        m = compare(expected[name], np.asarray(outputs[name], dtype=np.float32).reshape(expected[name].shape))
-        metrics[name] = {k: m[k] for k in ("max_rel", "max_abs", "cosine")}
-        failures += [f"{name}: {f}" for f in check(m, tolerance)]
-    return {**result, "passed": not failures, "metrics": metrics, "failures": failures, "tolerance": tolerance}
+def deployable(model: ReuseGateVOS, input_size: tuple[int, int], recorded: dict[str, tuple[dict, dict]],
+               weights_record: dict) -> Deployable:  # fmt: skip
+    """The VOS model as a deployable: eight graphs, judged on the recorded subgraph I/O."""
+    return Deployable(
+        name="vos", graphs=subgraphs(model, *input_size), parity_cases=lambda: recorded_cases(recorded),
+        tolerances=TOLERANCE, provenance={"weights": weights_record}, description="reuse-gated VOS (G-FRTM-fast)",
+    )  # fmt: skip
 
 
 def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None = None) -> dict:
     """Export every subgraph for every requested target into ``request.out``; returns the manifest."""
     height, width = request.input_size
     validate_size(height, width)
-    unknown = [t for t in request.targets if t not in TARGETS]
+    unknown = [t for t in request.targets if t not in PRECISIONS]
     if unknown:
-        raise ExportError(f"unknown VOS target {', '.join(unknown)}; choose from {', '.join(TARGETS)} or all")
+        raise ExportError(f"unknown VOS target {', '.join(unknown)}; choose from {', '.join(PRECISIONS)} or all")
     say = progress or (lambda _: None)
     model = request.model.eval()
     graphs = subgraphs(model, height, width)
@@ -187,22 +131,18 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
     say("recording real subgraph inputs (PyTorch on a generated sequence)")
     recorded = record_subgraph_io(model, (height, width), request.seed)
     started = time.perf_counter()
+    vos = deployable(model, (height, width), recorded, request.weights_record)
+    descriptions = {g.name: f"mobileseg reuse-gated VOS subgraph {g.name} ({g.runs})" for g in graphs}
     with staging_folder(Path(request.out), request.force) as staging:
         from mobileseg.vos.train import save_weights
 
         save_weights(model, staging / REFERENCE_WEIGHTS, request.weights_record)
-        entries, parity = [], []
-        for target in request.targets:
-            (staging / target).mkdir(exist_ok=True)
-            for graph in graphs:
-                files = {p: f"{target}/{graph.name}_{p}{FILE_SUFFIX[target]}" for p in PRECISIONS[target]}
-                say(f"{target} {', '.join(files)}: {graph.name}")
-                onnx_file = staging / f"onnx/{graph.name}_fp32{FILE_SUFFIX['onnx']}"  # tflite converts it when written
-                details = _export_graph(graph, target, {p: staging / f for p, f in files.items()}, recorded[graph.name], onnx_file)
-                for precision, file in files.items():
-                    entry = {"subgraph": graph.name, "target": target, "precision": precision, "file": file, **details[precision]}
-                    entries.append(entry)
-                    parity.append(subgraph_parity(staging, entry, DEFAULT_RUNTIME[target], recorded))
+        entries, parity = export_graphs(
+            vos, vos.parity_cases(), {t: list(PRECISIONS[t]) for t in request.targets},
+            {t: target_registry.get(t).options({}) for t in request.targets}, staging,
+            metadata=lambda name: {"mobileseg.subgraph": name, "mobileseg.kind": VOS_KIND},
+            description=descriptions.__getitem__, say=say,
+        )  # fmt: skip
         failed = [p for p in parity if not p["passed"]]
         manifest = {
             "kind": VOS_KIND,
@@ -211,8 +151,8 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
             "input": {"name": "pixels", "shape": [1, 3, height, width], "format": "RGB float32 in [0, 255], NCHW; "
                       "normalised in backbone_low (ImageNet mean/std)"},  # fmt: skip
             "weights": request.weights_record,
-            "subgraphs": [{"name": g.name, "runs": g.runs, "inputs": {k: list(v) for k, v in g.inputs.items()},
-                           "outputs": {k: list(v) for k, v in g.outputs.items()}} for g in graphs],  # fmt: skip
+            "subgraphs": [{"name": g.name, "runs": g.runs, "inputs": g.io_record()["inputs"],
+                           "outputs": g.io_record()["outputs"]} for g in graphs],  # fmt: skip
             "state": {
                 "per object": {n: list(feature_shapes(height, width)[k]) for n, k in (
                     ("template", "template"), *((("f8_prev", "f8"),) if change_cue else ()), ("score_prev", "score"),

@@ -23,11 +23,11 @@ The host adds ``score = score_prev + delta`` on the reuse path, fits the target 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mobileseg.core import Graph, TensorSpec
 from mobileseg.errors import MobilesegError
 from mobileseg.vos.backbone import ResNet18High, ResNet18Low, init_resnet
 from mobileseg.vos.modules import (
@@ -147,13 +147,14 @@ class RefinerFine(nn.Module):
         return self.model.refine_fine(refined, score, f8, f4, self.image_size)
 
 
-@dataclass(frozen=True)
-class Subgraph:
-    name: str
-    module: nn.Module
-    inputs: dict[str, tuple[int, ...]]  # name → shape, in call order
-    outputs: dict[str, tuple[int, ...]]
-    runs: str  # when the state machine runs it
+def _graph(name: str, module: nn.Module, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],
+           runs: str) -> Graph:  # fmt: skip
+    """A `Graph` from name → shape mappings (in call order); ``runs``: when the state machine runs it."""
+
+    def specs(shapes: dict[str, tuple[int, ...]]) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(n, tuple(shape), layout="NCHW" if len(shape) == 4 else None) for n, shape in shapes.items())
+
+    return Graph(name, module, specs(inputs), specs(outputs), runs)
 
 
 def feature_shapes(height: int, width: int) -> dict[str, tuple[int, ...]]:
@@ -177,7 +178,7 @@ def feature_shapes(height: int, width: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def subgraphs(model: ReuseGateVOS, height: int, width: int) -> list[Subgraph]:
+def subgraphs(model: ReuseGateVOS, height: int, width: int) -> list[Graph]:
     """The eight subgraphs of ``model`` for a fixed input size, with their I/O names and shapes."""
     s = feature_shapes(height, width)
 
@@ -185,22 +186,22 @@ def subgraphs(model: ReuseGateVOS, height: int, width: int) -> list[Subgraph]:
         return {n: s[n] for n in names}
 
     return [
-        Subgraph("backbone_low", model.backbone_low, pick("pixels"), pick("f4", "f8"), "every frame"),
-        Subgraph("backbone_high", model.backbone_high, pick("f8"), pick("f16", "f32"), "full path, once per frame"),
-        Subgraph("template", model.template_generator, pick("f8", "mask8"), pick("template"), "object start"),
-        Subgraph(
+        _graph("backbone_low", model.backbone_low, pick("pixels"), pick("f4", "f8"), "every frame"),
+        _graph("backbone_high", model.backbone_high, pick("f8"), pick("f16", "f32"), "full path, once per frame"),
+        _graph("template", model.template_generator, pick("f8", "mask8"), pick("template"), "object start"),
+        _graph(
             "matching", MatchingGateDelta(model) if model.change_cue else PaperMatchingGateDelta(model),
             {"f8": s["f8"], **({"f8_prev": s["f8"]} if model.change_cue else {}), "score_prev": s["score"], "template": s["template"]},
             {"p_reuse": s["p_reuse"], "delta": s["score"]}, "every frame, per object",
         ),  # fmt: skip
-        Subgraph("target_model", model.target_model, pick("f16", "project", "filter"), pick("score", "projected"),
+        _graph("target_model", model.target_model, pick("f16", "project", "filter"), pick("score", "projected"),
                  "full path, per object"),  # fmt: skip
-        Subgraph("refiner_coarse", RefinerCoarse(model), pick("score", "f32", "f16"), pick("refined"), "full path, per object"),
-        Subgraph(
+        _graph("refiner_coarse", RefinerCoarse(model), pick("score", "f32", "f16"), pick("refined"), "full path, per object"),
+        _graph(
             "refine_translator", model.translator, {"refined_prev": s["refined"], "delta": s["score"]}, pick("refined"),
             "reuse path, per object",
         ),  # fmt: skip
-        Subgraph("refiner_fine", RefinerFine(model, (height, width)), pick("refined", "score", "f8", "f4"), pick("logits"),
+        _graph("refiner_fine", RefinerFine(model, (height, width)), pick("refined", "score", "f8", "f4"), pick("logits"),
                  "every frame, per object"),  # fmt: skip
     ]
 

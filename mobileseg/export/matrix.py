@@ -1,4 +1,4 @@
-"""``make parity``: the parity matrix of the whole zoo (model × target × precision × runtime → metrics).
+"""``mobileseg matrix`` (``make parity``): the parity matrix of the whole zoo (model × target × precision × runtime → metrics).
 
 Exports every zoo model with its recipe (official weights, default input size) to every target into
 ``artifacts/<model>`` (up-to-date folders are reused through their manifest fingerprint), then writes
@@ -7,15 +7,14 @@ one JSON and one Markdown table. ``--precision`` adds precisions beyond the reci
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mobileseg import zoo
-from mobileseg.outputs import MARKDOWN_MARK, check_replaceable_file, write_file, write_json_file
+from mobileseg.outputs import MARKDOWN_MARK, write_file, write_json_file
 from mobileseg.recipes import load_recipe, precisions
 from mobileseg.verify.metrics import fmt
 
@@ -81,62 +80,50 @@ def _costliest_first(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: -pixels[n])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="results/parity.json")
-    parser.add_argument("--markdown", default="results/parity.md")
-    parser.add_argument("--artifacts", default="artifacts")
-    parser.add_argument("--models", nargs="*", default=None)
-    parser.add_argument("--precision", nargs="*", default=[], help="extra precisions, e.g. int8")
-    parser.add_argument("--jobs", type=int, default=1, help="models exported at once, one process each (default 1)")
-    parser.add_argument("--no-cache", action="store_true", help="export even the folders that are up to date")
-    args = parser.parse_args(argv)
-    for path in (args.out, args.markdown):
-        check_replaceable_file(Path(path))
-
-    names = args.models or zoo.names()
+def run_matrix(
+    names: list[str] | None = None, extra_precisions: list[str] | None = None, artifacts: str | Path = "artifacts",
+    jobs: int = 1, use_cache: bool = True, on_model: Callable[[str, dict], None] | None = None,
+) -> dict:  # fmt: skip
+    """Export and check every zoo model (``names``: all by default), ``jobs`` models at once (one process
+    each); ``on_model(name, entry)`` as each finishes. Returns the matrix document (rows, not_run, models)."""
+    names = names or zoo.names()
+    extra_precisions = list(extra_precisions or [])
     reports: dict[str, dict] = {}
     started = time.perf_counter()
 
     def done(name: str, entry: dict) -> None:
         reports[name] = entry
-        print(f"{name}: {'up to date' if entry['cached'] else 'exported'} in {entry['seconds']:.1f} s, "
-              f"parity {'PASS' if entry['report']['passed'] else 'FAIL'}", flush=True)  # fmt: skip
+        if on_model:
+            on_model(name, entry)
 
-    if args.jobs > 1 and len(names) > 1:
+    if jobs > 1 and len(names) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch / TensorFlow state
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            futures = {pool.submit(export_one, n, args.precision, args.artifacts, threads, not args.no_cache): n
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(export_one, n, extra_precisions, str(artifacts), threads, use_cache): n
                        for n in _costliest_first(names)}  # fmt: skip
             for future in as_completed(futures):
                 done(futures[future], future.result())
         reports = {name: reports[name] for name in names}
     else:
         for name in names:
-            done(name, export_one(name, args.precision, args.artifacts, None, not args.no_cache))
+            done(name, export_one(name, extra_precisions, str(artifacts), None, use_cache))
     skipped = {f"{r['runtime']} ({r['reason']})" for e in reports.values() for r in e["report"]["results"] if r["status"] == "skipped"}
-    rows = matrix_rows(reports)
-    document = {
+    return {
         "schema": "mobileseg.parity-matrix/1",
         "host": {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version()},
         "seconds": round(time.perf_counter() - started, 2),
-        "jobs": args.jobs,
-        "rows": rows,
+        "jobs": jobs,
+        "rows": matrix_rows(reports),
         "not_run": sorted(skipped),
         "models": reports,
     }
-    write_json_file(Path(args.out), document)
-    write_file(Path(args.markdown), to_markdown(rows, sorted(skipped)))
-    failed = [r for r in rows if r["status"] != "pass"]
-    print(f"{len(rows)} rows, {len(failed)} not passing; wrote {args.out} and {args.markdown}")
-    for row in failed:
-        print(f"  {row['status'].upper()} {row['model']} {row['target']} {row['precision']} {row['runtime']}: {row['reason']}")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def write_matrix(document: dict, out: Path, markdown: Path) -> None:
+    """The matrix as JSON and as a Markdown table (each replaced only if mobileseg wrote it)."""
+    write_json_file(Path(out), document)
+    write_file(Path(markdown), to_markdown(document["rows"], document["not_run"]))

@@ -20,6 +20,8 @@ from mobileseg.outputs import FOLDER_MANIFEST, foreign_entries
 
 MANIFEST = FOLDER_MANIFEST
 MANIFEST_SCHEMA = "mobileseg.artifact/1"
+GRAPHS_KIND = "graphs"  # a folder of named graphs (a user's model) that keeps its reference program
+REFERENCE_PROGRAM = "reference/program.pt2"  # that program (torch.export), which verify rebuilds the reference from
 OUTPUT_KINDS = ("softmax_logits", "sigmoid_logit")
 TRACKED_PACKAGES = (
     "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript",
@@ -134,3 +136,8 @@ def check_hashes(folder: Path, manifest: dict) -> list[str]:
             problems.append(f"{name} changed since export (sha256 mismatch)")
     problems += [f"{name} is not listed in the manifest" for name in foreign_entries(folder) or []]
     return problems
+
+
+def graph_name(entry: dict) -> str | None:
+    """The graph an artifact entry belongs to (``subgraph`` in VOS folders written before ``graph``)."""
+    return entry.get("graph", entry.get("subgraph"))

@@ -66,3 +66,13 @@ def format_input(rgb01: np.ndarray, input_format: str, normalization: Normalizat
     if input_format == "normalized":
         return normalization.apply(torch.from_numpy(np.ascontiguousarray(rgb01))).numpy()
     return rgb01
+
+
+def build_reference(recipe, weights=None) -> nn.Module:
+    """The zoo model of ``recipe`` (a `Recipe`) with ``weights`` (seeded random init when None), wrapped
+    with the recipe's preprocessing: the reference every export of it is compared with."""
+    from mobileseg import zoo
+
+    torch.manual_seed(recipe.seed)
+    model = zoo.build(recipe.model, weights)
+    return WithPreprocessing(model, recipe.normalization, recipe.input_format).eval()
