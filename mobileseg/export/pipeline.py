@@ -11,15 +11,15 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mobileseg import targets as target_registry
 from mobileseg import zoo
-from mobileseg.errors import MobilesegError, RecipeError
 from mobileseg.artifact import MANIFEST, check_hashes, read_manifest, tool_versions, write_json, write_manifest
-from mobileseg.export.options import CoreMLOptions, OnnxOptions, TfliteOptions
+from mobileseg.errors import MobilesegError, RecipeError
+from mobileseg.export.options import OnnxOptions
 from mobileseg.hashing import sha256_file
 from mobileseg.outputs import check_destination, reading, scratch, staging_folder
 from mobileseg.recipes import Recipe, load_recipe, resolve_weights, validate
@@ -27,11 +27,9 @@ from mobileseg.user_model import is_model_source
 from mobileseg.verify.results import ParityReport
 
 if TYPE_CHECKING:
-    import numpy as np
+    from torch import nn
 
     from mobileseg.export.graphs import UserPlan
-    import torch
-    from torch import nn
 
 DEFAULT_ARTIFACTS_DIR = Path("artifacts")
 
@@ -188,14 +186,13 @@ def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:
 
 @dataclass
 class ExportPlan:
-    """A checked request: what `_export` makes."""
+    """A checked zoo export: what `_export` makes."""
 
     recipe: Recipe
-    targets: list[str]
-    target_options: dict[str, dict]
-    onnx: OnnxOptions | None
-    coreml: CoreMLOptions | None
-    tflite: TfliteOptions | None
+    targets: list[str]  # in the registry's order
+    target_options: dict[str, dict]  # as the recipe and the request give them
+    options: dict[str, Any]  # target → its typed options
+    onnx: OnnxOptions  # of the ONNX file (the onnx artifact, and what tflite converts)
     out: Path
     weights: Path | None
     weights_info: dict
@@ -222,29 +219,21 @@ def plan_export(request: ExportRequest) -> ExportPlan | UserPlan:
     if recipe.dynamic_batch and set(targets) - {"onnx"}:
         raise RecipeError("a dynamic batch axis is for the onnx target only; export coreml/tflite with a static batch")
     zoo.spec(recipe.model).check_input_size(*recipe.input_size)
-    for target in targets:
-        target_registry.get(target).require_packages()
-    get = target_registry.get
-    onnx_options = (get("onnx").options(target_options.get("onnx", {}), dynamic_batch=recipe.dynamic_batch)
-                    if {"onnx", "tflite"} & set(targets) else None)  # fmt: skip
-    coreml_options = get("coreml").options(target_options["coreml"]) if "coreml" in targets else None
-    tflite_options = get("tflite").options(target_options["tflite"]) if "tflite" in targets else None
-    if onnx_options:
-        onnx_options.validate()
-    if coreml_options:
-        coreml_options.validate(recipe.input_format)
-    if tflite_options:
-        tflite_options.validate(recipe.input_format)
-        folder = target_options["tflite"].get("calibration")
-        if folder and "int8" in tflite_options.precisions and not Path(folder).is_dir():
-            raise RecipeError(f"calibration folder not found: {folder}")
+    targets = [t for t in target_registry.names() if t in targets]
+    options = {}
+    for name in targets:
+        target = target_registry.get(name)
+        target.require_packages()
+        fixed = {"dynamic_batch": recipe.dynamic_batch} if name == "onnx" else {}
+        options[name] = target.options(target_options[name], **fixed)
+        target.check_picture_options(options[name], recipe, target_options[name])
+    onnx_options = options.get("onnx") or target_registry.get("onnx").options({}, dynamic_batch=recipe.dynamic_batch)
     out = Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.model)
     weights = resolve_weights(recipe, request.weights, request.random_weights)
     weights_info = weights_record(recipe, weights)
     versions = tool_versions()
     fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
-    return ExportPlan(recipe, targets, target_options, onnx_options, coreml_options, tflite_options, out, weights,
-                 weights_info, versions, fingerprint)  # fmt: skip
+    return ExportPlan(recipe, targets, target_options, options, onnx_options, out, weights, weights_info, versions, fingerprint)
 
 
 def export_model(request: ExportRequest, progress: Callable[[str], None] | None = None) -> ExportResult:
@@ -273,96 +262,40 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
 
 
 def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]) -> ExportResult:
-    from mobileseg.export import coreml_fallback
-    from mobileseg.export.coreml import export_coreml
-    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
-    from mobileseg.preprocess import build_reference, example_input, format_input
-    from mobileseg.export.tflite import FALLBACK_SAMPLES
     from mobileseg.images import calibration_images
-    from mobileseg.runtimes.coreml_support import coremltools_notes
+    from mobileseg.preprocess import build_reference, example_input
+    from mobileseg.targets.base import PictureJob
     from mobileseg.verify.parity import run_parity
     from mobileseg.verify.report import to_markdown
 
-    recipe, targets, target_options, out = plan.recipe, plan.targets, plan.target_options, plan.out
-    coreml_options, tflite_options, options = plan.coreml, plan.tflite, plan.onnx
+    recipe, out = plan.recipe, plan.out
     spec = zoo.spec(recipe.model)
     say(f"building {recipe.model}")
     reference = build_reference(recipe, plan.weights)
-    shape = (recipe.batch, 3, *recipe.input_size)
-    timings: dict[str, float] = {}
-    notes: list[str] = []
+    example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
+
+    def calibration(count: int):
+        # Pictures kept apart from parity. The crops are drawn in sequence, so a fallback sees the same first
+        # pictures whatever the count; all of them are made only for int8 (16 at 1024×2048: ~5 s of resizing).
+        return calibration_images(
+            count, *recipe.input_size, exclude=recipe.parity_photos, seed=recipe.seed,
+            folder=(plan.target_options.get("tflite") or {}).get("calibration"),
+        ).transpose(0, 3, 1, 2)  # fmt: skip
+
     with staging_folder(out, request.force) as staging, scratch("export-") as scratch_dir:
-        artifacts = []
-        if "onnx" in targets or "tflite" in targets:
-            say("exporting ONNX")
-            started = time.perf_counter()
-            # TFLite converts from the ONNX file; it stays out of the artifact unless onnx was asked for.
-            onnx_path = (staging if "onnx" in targets else scratch_dir) / "model.onnx"
-            example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
-            info = export_onnx(reference, example, onnx_path, options, metadata=_onnx_metadata(recipe))
-            timings["onnx"] = time.perf_counter() - started
-            if "onnx" in targets:
-                artifacts.append({
-                    "target": "onnx", "precision": "fp32", "file": "model.onnx", "opset": info.opset,
-                    "exporter": info.exporter, "simplified": info.simplified,
-                    "nodes": {"exported": info.nodes_before, "final": info.nodes_after}, "ops": info.op_counts,
-                    "io": {"input": {"name": "image", "format": recipe.input_format, "layout": "NCHW"},
-                           "output": {"name": "logits", "layout": "NCHW"}},
-                    "options": options.to_dict(),
-                })  # fmt: skip
-        calibration_rgb01 = None
-        coreml_fallback_runs = coreml_options is not None and coreml_options.float_fallback and "fp16" in coreml_options.precisions
-        if coreml_fallback_runs or tflite_options:
-            # Pictures kept apart from parity: TFLite's int8 ranges, both float fallbacks' op choices. The
-            # crops are drawn in sequence, so the fallbacks see the same first pictures whatever the count;
-            # all of them are made only for int8 (16 at 1024×2048 cost ~5 s of resizing).
-            int8 = tflite_options is not None and "int8" in tflite_options.precisions
-            count = tflite_options.calibration_samples if int8 else max(coreml_fallback.SAMPLES, FALLBACK_SAMPLES)
-            calibration_rgb01 = calibration_images(
-                count, *recipe.input_size, exclude=recipe.parity_photos, seed=recipe.seed,
-                folder=(target_options.get("tflite") or {}).get("calibration"),
-            ).transpose(0, 3, 1, 2)  # fmt: skip
-        if coreml_options:
-            say("converting to Core ML")
-            started = time.perf_counter()
-            artifacts += export_coreml(reference.model, shape, staging, coreml_options, _coreml_info(recipe), calibration_rgb01)
-            notes += coremltools_notes()
-            timings["coreml"] = time.perf_counter() - started
-        if tflite_options:
-            say("converting to TFLite (onnx2tf)")
-            started = time.perf_counter()
-            calibration = format_input(calibration_rgb01, recipe.input_format, recipe.normalization)
-            output_shape = spec.output_shape(*recipe.input_size, batch=recipe.batch)
-            float_precisions = tuple(p for p in tflite_options.precisions if p != "int8")
-            tflite_artifacts = []
-            if float_precisions:
-                tflite_artifacts += _tflite(
-                    reference, onnx_path, example, options, replace(tflite_options, precisions=float_precisions),
-                    calibration, recipe, output_shape, scratch_dir / "float", staging,
-                )  # fmt: skip
-            if "int8" in tflite_options.precisions:
-                # int8 converts the same function rewritten to quantise well (exact to ~1e-5; see
-                # export/int8_graph.py). Float precisions keep the graph of the ONNX artifact; the second
-                # onnx2tf run this costs is paid only when int8 is asked for.
-                int8_reference, rewrites = int8_module(reference, calibration, tflite_options.channel_equalization)
-                int8_onnx = scratch_dir / "model_int8.onnx"
-                export_onnx(int8_reference, example, int8_onnx, options)
-                rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
-                int8_artifacts = _tflite(
-                    int8_reference, int8_onnx, example, options, replace(tflite_options, precisions=("int8",)),
-                    calibration, recipe, output_shape, scratch_dir / "int8", staging, batchnorms_as_depthwise_convs,
-                )  # fmt: skip
-                for entry in int8_artifacts:
-                    entry["int8_rewrites"] = rewrites
-                tflite_artifacts += int8_artifacts
-            notes += sorted({entry.pop("note") for entry in tflite_artifacts if "note" in entry})
-            artifacts += tflite_artifacts
-            timings["tflite"] = time.perf_counter() - started
+        job = PictureJob(
+            recipe, reference, staging, scratch_dir, plan.options, plan.onnx,
+            make_onnx=lambda path: export_onnx(reference, example, path, plan.onnx, metadata=_onnx_metadata(recipe)),
+            make_calibration=calibration, say=say,
+        )  # fmt: skip
+        if "tflite" in plan.targets:
+            job.onnx_file()  # first, as TFLite converts it (the ONNX export's time is its own)
+        artifacts = [entry for name in plan.targets for entry in target_registry.get(name).export_picture_model(job)]
         say("checking parity against PyTorch")
         started = time.perf_counter()
         report = run_parity(reference, recipe, staging, artifacts, spec.output_kind, threads=request.threads)
-        timings["parity"] = time.perf_counter() - started
+        job.timings["parity"] = time.perf_counter() - started
         write_json(staging / "parity.json", report.to_dict())
         (staging / "parity.md").write_text(to_markdown(report))
         inputs, outputs = io_spec(recipe)
@@ -379,47 +312,10 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
             "versions": plan.versions,
             "seed": recipe.seed,
             "fingerprint": plan.fingerprint,
-            "notes": notes,
+            "notes": job.notes,
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip
-    return ExportResult(out, manifest, report, recipe, reference, timings={k: round(v, 3) for k, v in timings.items()})
-
-
-def _tflite(
-    module: nn.Module, onnx_path: Path, example: torch.Tensor, onnx_options: OnnxOptions, options: TfliteOptions,
-    calibration: np.ndarray, recipe: Recipe, output_shape: tuple[int, ...], scratch: Path, staging: Path,
-    onnx_rewrite: Callable[[Path], object] | None = None,
-) -> list[dict]:
-    """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); the graph with symbolic
-    height and width is converted first where a channel count equals a spatial size, and as the fallback of
-    a static graph onnx2tf cannot convert."""
-    from mobileseg.export.onnx import export_onnx
-    from mobileseg.export.symbolic import for_symbolic_shapes
-    from mobileseg.export.tflite import ambiguous_tensors, export_tflite
-
-    def symbolic_onnx() -> Path:
-        scratch.mkdir(parents=True, exist_ok=True)
-        path = scratch / "model_symbolic.onnx"
-        export_onnx(for_symbolic_shapes(module, example), example, path, replace(onnx_options, dynamic_spatial=True))
-        if onnx_rewrite is not None:
-            onnx_rewrite(path)
-        return path
-
-    return export_tflite(
-        onnx_path, staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx,
-        symbolic_first=bool(ambiguous_tensors(onnx_path)),
-    )  # fmt: skip
-
-
-def _coreml_info(recipe: Recipe):
-    from mobileseg.export.coreml import CoreMLModelInfo
-
-    spec = zoo.spec(recipe.model)
-    return CoreMLModelInfo(
-        name=recipe.model, description=spec.description, classes=tuple(spec.class_names),
-        output_kind=spec.output_kind, normalization=recipe.normalization, input_format=recipe.input_format,
-        checkpoint_source=spec.checkpoint.source, license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)",
-    )  # fmt: skip
+    return ExportResult(out, manifest, report, recipe, reference, timings={k: round(v, 3) for k, v in job.timings.items()})
 
 
 def _onnx_metadata(recipe: Recipe) -> dict[str, str]:

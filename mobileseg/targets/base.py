@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +108,22 @@ class Target(ABC):
     def file_name(self, graph: str, precision: str, folder: str = "") -> str:
         return f"{folder}{graph}_{precision}{self.suffix}"
 
+    def check_picture_options(self, options: Any, recipe: Any, values: dict[str, Any]) -> None:
+        """`MobilesegError` for options a zoo export (``recipe``) cannot honour; ``values`` are the raw ones."""
+        options.validate(recipe.input_format)
+
+    def calibration_count(self, options: Any) -> int:
+        """How many calibration pictures a zoo export of this target uses (0: none)."""
+        return 0
+
     # ---- export -----------------------------------------------------------------------------------------
+
+    def export_picture_model(self, job: PictureJob) -> list[dict]:
+        """Export a zoo network (one picture in, ``logits`` out; ``job``) with the recipe's options; returns
+        one manifest entry per written file. Targets without it export only named graphs."""
+        from mobileseg.errors import ExportError
+
+        raise ExportError(f"the {self.name} target does not export the zoo's picture models")
 
     @abstractmethod
     def export_graph(
@@ -118,3 +136,47 @@ class Target(ABC):
         (``deployable/graph``); ``metadata`` and ``description`` go into the file where the format keeps
         them; ``onnx_file`` is the graph's ONNX export when already written. Returns each file's manifest
         details (``io`` at least)."""
+
+
+def get_target(name: str) -> Target:
+    from mobileseg import targets
+
+    return targets.get(name)
+
+
+@dataclass
+class PictureJob:
+    """One zoo export in progress, as the targets see it: a network with its preprocessing (one picture in,
+    ``logits`` out) and what the targets share, made on first use: the ONNX file (TFLite converts it) and
+    the calibration pictures kept apart from parity (int8 ranges, the float fallbacks' op choices)."""
+
+    recipe: Any  # recipes.Recipe
+    reference: Any  # nn.Module: the network wrapped with the recipe's preprocessing
+    staging: Path
+    scratch: Path
+    options: dict[str, Any]  # target name → its typed options
+    onnx_options: Any  # OnnxOptions of the ONNX file every target that needs one shares
+    make_onnx: Callable[[Path], Any]  # writes the ONNX file at a path, returns its OnnxExportInfo
+    make_calibration: Callable[[int], Any]  # count → NCHW RGB [0, 1] pictures (the first ones whatever the count)
+    say: Callable[[str], None]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    _onnx: tuple[Path, Any] | None = None
+    _calibration: Any = None
+
+    def onnx_file(self) -> tuple[Path, Any]:
+        """(path, info) of the network's ONNX file: in the artifact when onnx is exported, else in scratch."""
+        if self._onnx is None:
+            self.say("exporting ONNX")
+            started = time.perf_counter()
+            path = (self.staging if "onnx" in self.options else self.scratch) / "model.onnx"
+            self._onnx = (path, self.make_onnx(path))
+            self.timings["onnx"] = time.perf_counter() - started
+        return self._onnx
+
+    def calibration(self, count: int):
+        """The first ``count`` calibration pictures; all targets' counts are made at once, on first use."""
+        if self._calibration is None:
+            wanted = max(get_target(name).calibration_count(options) for name, options in self.options.items())
+            self._calibration = self.make_calibration(max(wanted, count))
+        return self._calibration[:count]

@@ -32,3 +32,37 @@ class CoreMLTarget(Target):
             mlmodel.save(str(path))
             details[precision] = {"io": graph.io_record(), "format": "mlprogram"}
         return details
+
+    def calibration_count(self, options):
+        from mobileseg.export.coreml_fallback import SAMPLES
+
+        return SAMPLES if options.float_fallback and "fp16" in options.precisions else 0
+
+    def export_picture_model(self, job):
+        import time
+
+        from mobileseg.export.coreml import export_coreml
+        from mobileseg.runtimes.coreml_support import coremltools_notes
+
+        options, recipe = job.options["coreml"], job.recipe
+        calibration = job.calibration(self.calibration_count(options)) if self.calibration_count(options) else None
+        job.say("converting to Core ML")
+        started = time.perf_counter()
+        shape = (recipe.batch, 3, *recipe.input_size)
+        entries = export_coreml(job.reference.model, shape, job.staging, options, model_card(recipe), calibration)
+        job.notes += coremltools_notes()
+        job.timings["coreml"] = time.perf_counter() - started
+        return entries
+
+
+def model_card(recipe):
+    """What the Core ML model card says about a zoo export (`export.coreml.CoreMLModelInfo`)."""
+    from mobileseg import zoo
+    from mobileseg.export.coreml import CoreMLModelInfo
+
+    spec = zoo.spec(recipe.model)
+    return CoreMLModelInfo(
+        name=recipe.model, description=spec.description, classes=tuple(spec.class_names),
+        output_kind=spec.output_kind, normalization=recipe.normalization, input_format=recipe.input_format,
+        checkpoint_source=spec.checkpoint.source, license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)",
+    )  # fmt: skip

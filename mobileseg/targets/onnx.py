@@ -30,3 +30,17 @@ class OnnxTarget(Target):
         info = export_onnx_graph(graph.module, tensors, Path(files["fp32"]), graph.input_names, graph.output_names,
                                  options, metadata)  # fmt: skip
         return {"fp32": {"io": graph.io_record(), "opset": info.opset, "nodes": info.nodes_after, "ops": info.op_counts}}
+
+    def check_picture_options(self, options, recipe, values):
+        options.validate()
+
+    def export_picture_model(self, job):
+        _, info = job.onnx_file()
+        return [{
+            "target": "onnx", "precision": "fp32", "file": "model.onnx", "opset": info.opset,
+            "exporter": info.exporter, "simplified": info.simplified,
+            "nodes": {"exported": info.nodes_before, "final": info.nodes_after}, "ops": info.op_counts,
+            "io": {"input": {"name": "image", "format": job.recipe.input_format, "layout": "NCHW"},
+                   "output": {"name": "logits", "layout": "NCHW"}},
+            "options": job.onnx_options.to_dict(),
+        }]  # fmt: skip

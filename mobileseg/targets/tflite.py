@@ -33,3 +33,85 @@ class TfliteTarget(Target):
                 export_onnx_graph(graph.module, tensors, onnx_file, graph.input_names, graph.output_names, OnnxOptions(), metadata)
             records = convert_graph(Path(onnx_file), files, {k: examples[k] for k in graph.input_names}, expected, label)
         return {p: {"io": {**graph.io_record(), "tensors": r}, "converter": "onnx2tf"} for p, r in records.items()}
+
+    def check_picture_options(self, options, recipe, values):
+        from mobileseg.errors import RecipeError
+
+        options.validate(recipe.input_format)
+        folder = values.get("calibration")
+        if folder and "int8" in options.precisions and not Path(folder).is_dir():
+            raise RecipeError(f"calibration folder not found: {folder}")
+
+    def calibration_count(self, options):
+        from mobileseg.export.tflite import FALLBACK_SAMPLES
+
+        return options.calibration_samples if "int8" in options.precisions else FALLBACK_SAMPLES
+
+    def export_picture_model(self, job):
+        import time
+        from dataclasses import replace
+
+        from mobileseg import zoo
+        from mobileseg.preprocess import example_input, format_input
+
+        options, recipe = job.options["tflite"], job.recipe
+        onnx_path, _ = job.onnx_file()
+        job.say("converting to TFLite (onnx2tf)")
+        started = time.perf_counter()
+        calibration = format_input(job.calibration(self.calibration_count(options)), recipe.input_format, recipe.normalization)
+        output_shape = zoo.spec(recipe.model).output_shape(*recipe.input_size, batch=recipe.batch)
+        example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
+        float_precisions = tuple(p for p in options.precisions if p != "int8")
+        entries = []
+        if float_precisions:
+            entries += _convert(job, job.reference, onnx_path, example, replace(options, precisions=float_precisions),
+                                calibration, output_shape, job.scratch / "float")  # fmt: skip
+        if "int8" in options.precisions:
+            entries += _int8(job, example, replace(options, precisions=("int8",)), calibration, output_shape)
+        job.notes += sorted({entry.pop("note") for entry in entries if "note" in entry})
+        job.timings["tflite"] = time.perf_counter() - started
+        return entries
+
+
+def _int8(job, example, options, calibration, output_shape) -> list[dict]:
+    """int8 converts the same function rewritten to quantise well (exact to ~1e-5; see export/int8_graph.py).
+    Float precisions keep the graph of the ONNX artifact; the second onnx2tf run this costs is paid only
+    when int8 is asked for."""
+    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.export.onnx import export_onnx
+
+    int8_reference, rewrites = int8_module(job.reference, calibration, options.channel_equalization)
+    int8_onnx = job.scratch / "model_int8.onnx"
+    export_onnx(int8_reference, example, int8_onnx, job.onnx_options)
+    rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
+    entries = _convert(job, int8_reference, int8_onnx, example, options, calibration, output_shape, job.scratch / "int8",
+                       batchnorms_as_depthwise_convs)  # fmt: skip
+    for entry in entries:
+        entry["int8_rewrites"] = rewrites
+    return entries
+
+
+def _convert(job, module, onnx_path: Path, example, options: TfliteOptions, calibration, output_shape, scratch: Path,
+             onnx_rewrite=None) -> list[dict]:  # fmt: skip
+    """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); the graph with symbolic
+    height and width is converted first where a channel count equals a spatial size, and as the fallback of
+    a static graph onnx2tf cannot convert."""
+    from dataclasses import replace
+
+    from mobileseg.export.onnx import export_onnx
+    from mobileseg.export.symbolic import for_symbolic_shapes
+    from mobileseg.export.tflite import ambiguous_tensors, export_tflite
+
+    def symbolic_onnx() -> Path:
+        scratch.mkdir(parents=True, exist_ok=True)
+        path = scratch / "model_symbolic.onnx"
+        export_onnx(for_symbolic_shapes(module, example), example, path, replace(job.onnx_options, dynamic_spatial=True))
+        if onnx_rewrite is not None:
+            onnx_rewrite(path)
+        return path
+
+    recipe = job.recipe
+    return export_tflite(
+        onnx_path, job.staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx,
+        symbolic_first=bool(ambiguous_tensors(onnx_path)),
+    )  # fmt: skip

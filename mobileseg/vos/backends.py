@@ -24,6 +24,7 @@ class TorchBackend:
         self.input_size = tuple(input_size)
         self.threads = threads
         self.graphs = {g.name: g for g in subgraphs(model.eval(), *input_size)}
+        self.change_cue = model.change_cue
 
     def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         graph = self.graphs[subgraph]
@@ -58,6 +59,7 @@ class ArtifactBackend:
                 raise ArtifactError(f"{folder} is missing {entry['file']} (subgraph {name}); re-export the folder")
             self.sessions[name] = runner.load(path, threads=threads, io=entry.get("io"))
             self.io[name] = entry.get("io", {})
+        self.change_cue = "f8_prev" in self.io["matching"]["inputs"]
 
     def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.sessions[subgraph]

@@ -22,43 +22,16 @@ from mobileseg.errors import ExportError
 from mobileseg.artifact import tool_versions, write_json, write_manifest
 from mobileseg.export.graphs import export_graphs
 from mobileseg.outputs import staging_folder
-from mobileseg.vos.augment import describe as first_frame_augmentation
 from mobileseg.vos.backends import TorchBackend
 from mobileseg.vos.data import generate_sequence
-from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, feature_shapes, subgraphs, validate_size
+from mobileseg.vos.model import SUBGRAPH_NAMES, ReuseGateVOS, subgraphs, validate_size
 from mobileseg.vos.session import VOSSession
-from mobileseg.vos.solver import SolverConfig
 
 VOS_KIND = "vos-reuse-gate"
 REFERENCE_WEIGHTS = "torch/weights.pt"  # the PyTorch reference, so that a folder verifies on its own
 PRECISIONS = {"onnx": ("fp32",), "coreml": ("fp32", "fp16"), "tflite": ("fp32", "fp16")}
 # Per subgraph output, judged on real intermediate tensors. fp32: relative error; fp16: cosine.
 TOLERANCE = {"fp32": {"max_rel": 1e-4}, "fp16": {"min_cosine": 0.999}}
-
-
-def state_machine(change_cue: bool) -> dict[str, list[str]]:
-    """The host loop in pseudo-code, for the manifest (``change_cue``: matching also takes f8_prev)."""
-    prev = "f8_prev_k, " if change_cue else ""
-    return {
-        "start(frame0, mask0), per object k": [
-            "f4, f8 = backbone_low(pixels0); f16, f32 = backbone_high(f8)  (also for each copy in first_frame_augmentation)",
-            "project, filter = host solver fitted on f16 of frame 0 and its copies, and mask_k at 1/16 (area mean)",
-            "template_k = template(f8, mask_k at 1/8)",
-            ("f8_prev_k = f8;  " if change_cue else "")
-            + "score_prev_k = mask_k at 1/16;  refined_prev_k = refiner_coarse(target_model(f16, project, filter).score, f32, f16)",
-        ],
-        "step(frame)": [
-            "f4, f8 = backbone_low(pixels)",
-            f"per object: p_reuse_k, delta_k = matching(f8, {prev}score_prev_k, template_k); reuse_k = p_reuse_k > tau (strict)",
-            "if any object computes: f16, f32 = backbone_high(f8)  (once per frame)",
-            "computing object: score, projected = target_model(f16, project_k, filter_k); refined = refiner_coarse(score, f32, f16); "
-            + ("f8_prev_k = f8; " if change_cue else "") + "score_prev_k = score; refined_prev_k = refined",
-            "reusing object: score = score_prev_k + delta_k (host); refined = refine_translator(refined_prev_k, delta_k); state unchanged",
-            "per object: logits_k = refiner_fine(refined, score, f8, f4); p_k = sigmoid(logits_k)",
-            "labels = argmax(odds of [min_k(1 - p_k), p_1..p_K])  (soft aggregation; 0 = background)",
-            "computing object: solver memory += (projected, predicted mask at 1/16); every refresh_every computed frames re-solve filter_k",
-        ],
-    }
 
 
 @dataclass
@@ -76,7 +49,7 @@ class RecordingBackend:
     """Wraps a backend and keeps the first inputs (and outputs) each subgraph saw after frame 0."""
 
     def __init__(self, inner):
-        self.inner, self.name, self.input_size = inner, inner.name, inner.input_size
+        self.inner, self.name, self.input_size, self.change_cue = inner, inner.name, inner.input_size, inner.change_cue
         self.seen: dict[str, tuple[dict, dict]] = {}
         self.recording = False
 
@@ -114,6 +87,7 @@ def deployable(model: ReuseGateVOS, input_size: tuple[int, int], recorded: dict[
     return Deployable(
         name="vos", graphs=subgraphs(model, *input_size), parity_cases=lambda: recorded_cases(recorded),
         tolerances=TOLERANCE, provenance={"weights": weights_record}, description="reuse-gated VOS (G-FRTM-fast)",
+        host_program=VOSSession(TorchBackend(model, input_size)).describe(),
     )  # fmt: skip
 
 
@@ -127,7 +101,6 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
     say = progress or (lambda _: None)
     model = request.model.eval()
     graphs = subgraphs(model, height, width)
-    change_cue = model.change_cue
     say("recording real subgraph inputs (PyTorch on a generated sequence)")
     recorded = record_subgraph_io(model, (height, width), request.seed)
     started = time.perf_counter()
@@ -153,21 +126,7 @@ def export_vos(request: VOSExportRequest, progress: Callable[[str], None] | None
             "weights": request.weights_record,
             "subgraphs": [{"name": g.name, "runs": g.runs, "inputs": g.io_record()["inputs"],
                            "outputs": g.io_record()["outputs"]} for g in graphs],  # fmt: skip
-            "state": {
-                "per object": {n: list(feature_shapes(height, width)[k]) for n, k in (
-                    ("template", "template"), *((("f8_prev", "f8"),) if change_cue else ()), ("score_prev", "score"),
-                    ("refined_prev", "refined"), ("project", "project"), ("filter", "filter"))},  # fmt: skip
-                "written": "template at start; "
-                + ("f8_prev, " if change_cue else "") + "score_prev, refined_prev at start and on full-path frames only; filter on refresh",
-            },
-            "state_machine": state_machine(change_cue),
-            "gate_inputs": "dissimilarity D_t + change cue (f8 change since the last computed frame; mobileseg)"
-            if change_cue else "dissimilarity D_t (paper)",
-            "gate": {"reuse_if": "p_reuse > tau (strict)", "tau_default": 0.7, "tau_range": [0.0, 1.0],
-                     "tau_1": "never reuses"},  # fmt: skip
-            "solver": {"kind": "PCA projection + ridge 3x3 filter (mobileseg.vos.solver)", **SolverConfig().to_dict()},
-            "first_frame_augmentation": first_frame_augmentation(),
-            "aggregation": "soft aggregation: background = min_k(1 - p_k); argmax of odds p/(1 - p)",
+            **vos.host_program,
             "artifacts": entries,
             "parity": {"reference": "torch", "inputs": "real subgraph inputs recorded on a generated sequence",
                        "results": parity, "passed": not failed},  # fmt: skip

@@ -28,6 +28,7 @@ class VOSInputError(MobilesegError, ValueError):
 
 class Backend(Protocol):
     name: str
+    change_cue: bool  # the matching subgraph also takes f8_prev
     input_size: tuple[int, int]
 
     def run(self, subgraph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -222,7 +223,62 @@ class VOSSession:
         )  # fmt: skip
         return labels, info
 
+    def describe(self) -> dict:
+        """The host program as an app re-implements it: the loop, the per-object state, the gate, the solver,
+        the first-frame copies and the aggregation (the VOS manifest carries it)."""
+        return describe_host_program(self.backend.change_cue, *self.backend.input_size)
+
     def reuse_ratio(self) -> float:
         """Mean over objects of the fraction of tracked frames (after frame 0) that reused."""
         ratios = [np.mean([d == "reuse" for d in o.decisions[1:]]) for o in self.objects if len(o.decisions) > 1]
         return float(np.mean(ratios)) if ratios else 0.0
+
+
+def state_machine(change_cue: bool) -> dict[str, list[str]]:
+    """The host loop in pseudo-code, for the manifest (``change_cue``: matching also takes f8_prev)."""
+    prev = "f8_prev_k, " if change_cue else ""
+    return {
+        "start(frame0, mask0), per object k": [
+            "f4, f8 = backbone_low(pixels0); f16, f32 = backbone_high(f8)  (also for each copy in first_frame_augmentation)",
+            "project, filter = host solver fitted on f16 of frame 0 and its copies, and mask_k at 1/16 (area mean)",
+            "template_k = template(f8, mask_k at 1/8)",
+            ("f8_prev_k = f8;  " if change_cue else "")
+            + "score_prev_k = mask_k at 1/16;  refined_prev_k = refiner_coarse(target_model(f16, project, filter).score, f32, f16)",
+        ],
+        "step(frame)": [
+            "f4, f8 = backbone_low(pixels)",
+            f"per object: p_reuse_k, delta_k = matching(f8, {prev}score_prev_k, template_k); reuse_k = p_reuse_k > tau (strict)",
+            "if any object computes: f16, f32 = backbone_high(f8)  (once per frame)",
+            "computing object: score, projected = target_model(f16, project_k, filter_k); refined = refiner_coarse(score, f32, f16); "
+            + ("f8_prev_k = f8; " if change_cue else "") + "score_prev_k = score; refined_prev_k = refined",
+            "reusing object: score = score_prev_k + delta_k (host); refined = refine_translator(refined_prev_k, delta_k); state unchanged",
+            "per object: logits_k = refiner_fine(refined, score, f8, f4); p_k = sigmoid(logits_k)",
+            "labels = argmax(odds of [min_k(1 - p_k), p_1..p_K])  (soft aggregation; 0 = background)",
+            "computing object: solver memory += (projected, predicted mask at 1/16); every refresh_every computed frames re-solve filter_k",
+        ],
+    }
+
+
+def describe_host_program(change_cue: bool, height: int, width: int) -> dict:
+    """What `VOSSession.describe` returns, for a model with or without the change cue at ``height × width``."""
+    from mobileseg.vos.augment import describe as first_frame_augmentation
+    from mobileseg.vos.model import feature_shapes
+
+    shapes = feature_shapes(height, width)
+    return {
+        "state": {
+            "per object": {n: list(shapes[k]) for n, k in (
+                ("template", "template"), *((("f8_prev", "f8"),) if change_cue else ()), ("score_prev", "score"),
+                ("refined_prev", "refined"), ("project", "project"), ("filter", "filter"))},  # fmt: skip
+            "written": "template at start; "
+            + ("f8_prev, " if change_cue else "") + "score_prev, refined_prev at start and on full-path frames only; filter on refresh",
+        },
+        "state_machine": state_machine(change_cue),
+        "gate_inputs": "dissimilarity D_t + change cue (f8 change since the last computed frame; mobileseg)"
+        if change_cue else "dissimilarity D_t (paper)",
+        "gate": {"reuse_if": "p_reuse > tau (strict)", "tau_default": 0.7, "tau_range": [0.0, 1.0],
+                 "tau_1": "never reuses"},  # fmt: skip
+        "solver": {"kind": "PCA projection + ridge 3x3 filter (mobileseg.vos.solver)", **SolverConfig().to_dict()},
+        "first_frame_augmentation": first_frame_augmentation(),
+        "aggregation": "soft aggregation: background = min_k(1 - p_k); argmax of odds p/(1 - p)",
+    }
