@@ -18,14 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	@touch $@
 
-# Exports SINet to ONNX with the authors' weights, checks parity against PyTorch, prints the table.
+# Exports SINet to ONNX, Core ML and TFLite with the authors' weights, checks parity against PyTorch on every
+# runtime here, prints the table (about a minute).
 demo: setup
 	$(BIN)/mobileseg models
 	@if [ -f "$(MOBILESEG_WEIGHTS_DIR)/sinet_portrait_eg1800.pth" ]; then \
-	  $(BIN)/mobileseg export sinet --target onnx --out artifacts/sinet --force; \
+	  $(BIN)/mobileseg export sinet --target all --out artifacts/sinet --force; \
 	else \
 	  echo "note: official SINet weights not found in $(MOBILESEG_WEIGHTS_DIR); exporting seeded random weights"; \
-	  $(BIN)/mobileseg export sinet --target onnx --random-weights --out artifacts/sinet --force; \
+	  $(BIN)/mobileseg export sinet --target all --random-weights --out artifacts/sinet --force; \
 	fi
 	$(BIN)/mobileseg verify artifacts/sinet
 
