@@ -48,10 +48,13 @@ class Recipe:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def tolerance(self, target: str, precision: str) -> dict[str, float]:
-        try:
-            return self.tolerances[target][precision]
-        except KeyError:
-            raise RecipeError(f"recipe {self.source} has no tolerances for {target} {precision}") from None
+        """The recipe's bounds for ``target`` at ``precision``, else the target's own defaults."""
+        bounds = self.tolerances.get(target, {}).get(precision)
+        if bounds is None and target in targets.names():
+            bounds = targets.get(target).default_tolerances.get(precision)
+        if bounds is None:
+            raise RecipeError(f"recipe {self.source} has no tolerances for {target} {precision}")
+        return bounds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,7 +228,7 @@ def validate(recipe: Recipe) -> None:
         for precision in precisions(target, options):
             if precision not in targets.get(target).precisions:
                 raise RecipeError(f"{where}: {target} has no precision {precision!r}")
-            bounds = recipe.tolerances.get(target, {}).get(precision)
+            bounds = recipe.tolerances.get(target, {}).get(precision) or targets.get(target).default_tolerances.get(precision)
             if bounds is None:
                 raise RecipeError(f"{where}: no tolerances for {target} {precision}")
             unknown = set(bounds) - set(TOLERANCE_KEYS) - {JUDGED_ON_KEY}

@@ -143,7 +143,7 @@ class _Toy(torch.nn.Module):
 def test_fp16_emulation_of_a_float32_program_is_the_fp16_program(tmp_path):
     """The float fallback chooses ops by emulating fp16 on the float32 program; with every op emulated
     that must compute exactly what coremltools' fp16 program computes."""
-    from mobileseg.export.coreml_fallback import fp16_candidates
+    from mobileseg.quantize.coreml_fallback import fp16_candidates
     from mobileseg.runtimes.mil_reference import MilProgram
 
     torch.manual_seed(0)
@@ -162,7 +162,7 @@ def test_fp16_emulation_of_a_float32_program_is_the_fp16_program(tmp_path):
 @pytest.fixture(scope="module")
 def c3net_coreml(tmp_path_factory):
     """C3Net with the authors' weights as Core ML fp32 and fp16 (image input, BGR) at 128×256: an fp16
-    program of it loses about 1.5 % of its labels (see export/coreml_fallback.py)."""
+    program of it loses about 1.5 % of its labels (see quantize/coreml_fallback.py)."""
     out = tmp_path_factory.mktemp("coreml") / "c3net"
     return export_model(ExportRequest(
         model="c3net", targets=["coreml"], input_size=(128, 256), coreml_input="image",

@@ -173,7 +173,7 @@ def test_int8_graph_rewrites_keep_the_function_under_onnxruntime(name, tmp_path)
     rewritten as depthwise 1×1 convolutions in the ONNX file; onnxruntime computes the same logits."""
     import torch
 
-    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import OnnxOptions, export_onnx
     from mobileseg.preprocess import build_reference
     from mobileseg.export.tflite import TfliteOptions
@@ -209,7 +209,7 @@ def test_int8_rewrites_do_not_depend_on_the_thread_count():
     the thread count; unpinned, 66 of SINet's 351 tensors differed between 1 and 2 threads)."""
     import torch
 
-    from mobileseg.export.int8_graph import int8_module
+    from mobileseg.quantize.int8 import int8_module
     from mobileseg.preprocess import build_reference
     from mobileseg.images import calibration_images
     from mobileseg.recipes import load_recipe

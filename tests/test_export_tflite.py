@@ -14,8 +14,8 @@ pytest.importorskip("onnx2tf")
 from conftest import assert_fallback_reached_goal, official_weights, results_by  # noqa: E402
 
 from mobileseg.errors import ExportError  # noqa: E402
-from mobileseg.export import tflite_fallback  # noqa: E402
-from mobileseg.export.fallback import ChannelErrors  # noqa: E402
+from mobileseg.quantize import tflite_fallback  # noqa: E402
+from mobileseg.quantize.fallback import ChannelErrors  # noqa: E402
 from mobileseg.export.onnx import OnnxOptions, export_onnx  # noqa: E402
 from mobileseg.export.pipeline import ExportRequest, export_model  # noqa: E402
 from mobileseg.export.tflite import TfliteOptions, _least_error_range, ambiguous_tensors, export_tflite  # noqa: E402
@@ -232,7 +232,7 @@ def test_tflite_options_reject_an_unknown_range_method_with_one_line():
 @pytest.fixture(scope="module")
 def c3net_fp16(tmp_path_factory):
     """C3Net with the authors' weights as TFLite fp32 and fp16 at 128×256: fp16 weights alone cost it
-    about a tenth of its labels (see export/tflite_fallback.py)."""
+    about a tenth of its labels (see quantize/tflite_fallback.py)."""
     out = tmp_path_factory.mktemp("tflite") / "c3net"
     return export_model(ExportRequest(
         model="c3net", targets=["tflite"], precisions=["fp32", "fp16"], input_size=(128, 256),
@@ -268,7 +268,7 @@ def test_keep_float_on_every_quantised_op_gives_the_float_file_back(c3net_fp16, 
 def test_fallback_reads_labels_on_the_channel_axis_of_a_half_resolution_nhwc_output(tmp_path):
     """SINet-Cityscapes returns logits at half the input size, NHWC: the fallback's label agreement must
     take the argmax over the 19 classes (found from the logits' shape, not the input's)."""
-    from mobileseg.export import tflite_fallback
+    from mobileseg.quantize import tflite_fallback
 
     result = export_model(ExportRequest(
         model="sinet-cityscapes", targets=["tflite"], precisions=["fp32", "fp16"], input_size=(128, 256),

@@ -8,14 +8,11 @@ import torch
 from mobileseg import zoo
 from mobileseg.errors import InputSizeError, UnknownModelError
 from mobileseg.images import photo, resize_rgb01
-from mobileseg.zoo.blocks import (
-    ImagePyramid,
-    MergeModule,
-    balance_concatenations,
-    equalize_channel_ranges,
-    fold_merge_batchnorms,
+from mobileseg.quantize.rewrites import (
+    balance_concatenations, channel_equalizations, concat_balances, equalize_channel_ranges, fold_merge_batchnorms,
     freeze_dead_channels,
-)
+)  # fmt: skip
+from mobileseg.zoo.blocks import ImagePyramid, MergeModule
 from mobileseg.zoo.macs import count_macs, count_params
 
 from conftest import TEST_SIZES, official_weights
@@ -125,7 +122,7 @@ def test_balancing_concatenations_keeps_the_function(name):
     images = [torch.from_numpy(resize_rgb01(photo(p), height, width)).permute(2, 0, 1) for p in ("astronaut", "rocket")]
     normalized = [zoo.spec(name).normalization.apply(image[None])[0] for image in images]
     gains = balance_concatenations(balanced, torch.stack(normalized[:1]))
-    sites = [s for m in balanced.modules() if hasattr(m, "concat_balances") for s in m.concat_balances()]
+    sites = [s for m in list(balanced.modules()) for s in concat_balances(m)]
     pyramid_scales = [m.scale for m in balanced.modules() if isinstance(m, ImagePyramid)]
     pyramids = [s for s in sites if any(s.scaler is scale for scale in pyramid_scales)]
     # A normalised image is ~100× narrower than the features beside it.
@@ -180,11 +177,11 @@ def test_equalizing_channel_ranges_keeps_the_function_and_narrows_the_spread(nam
     normalized = [zoo.spec(name).normalization.apply(image[None]) for image in images]
     folded, _ = fold_merge_batchnorms(model)
     equalized = copy.deepcopy(folded)
-    sites = [e for m in equalized.modules() if hasattr(m, "channel_equalizations") for e in m.channel_equalizations()]
+    sites = [e for m in equalized.modules() for e in channel_equalizations(m)]
     assert equalize_channel_ranges(equalized, normalized[0], strength=1.0) == len(sites) > 10
 
     def spreads(module: torch.nn.Module) -> list[float]:
-        found = [e.measured for m in module.modules() if hasattr(m, "channel_equalizations") for e in m.channel_equalizations()]
+        found = [e.measured for m in module.modules() for e in channel_equalizations(m)]
         peaks: dict[int, torch.Tensor] = {}
         hooks = [m.register_forward_hook(lambda mod, i, o, k=k: peaks.__setitem__(k, o.abs().amax(dim=(0, 2, 3)))) for k, m in enumerate(found)]
         with torch.no_grad():
@@ -200,3 +197,17 @@ def test_equalizing_channel_ranges_keeps_the_function_and_narrows_the_spread(nam
     with torch.no_grad():
         reference, rewritten = folded(normalized[1]), equalized(normalized[1])
     assert float((reference - rewritten).abs().max() / reference.abs().max()) < 2e-5
+
+
+def test_networks_carry_no_quantisation_code():
+    """Quantisation rules live in mobileseg/quantize and find their sites by module type: no network or
+    block has a method or buffer for them, and the zoo imports nothing of it."""
+    hooks = ("concat_balances", "channel_equalizations", "divide_input_channels", "fold_output_affine",
+             "fold_merge_batchnorm", "residual_scale")  # fmt: skip
+    for name in zoo.names():
+        model = zoo.spec(name).builder()
+        assert not [(type(m).__name__, h) for m in model.modules() for h in hooks if hasattr(m, h)], name
+    from pathlib import Path
+
+    sources = Path(zoo.__file__).parent.glob("*.py")
+    assert not [p.name for p in sources if "quantize" in p.read_text() or "int8" in p.read_text()]

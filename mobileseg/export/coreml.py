@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from mobileseg.errors import ExportError
-from mobileseg.export import coreml_fallback
-from mobileseg.export.coreml_fallback import mil_name
+from mobileseg.quantize import coreml_fallback
+from mobileseg.quantize.coreml_fallback import mil_name
 from mobileseg.export.options import CoreMLOptions
 from mobileseg.preprocess import WithPreprocessing, format_input
 from mobileseg.outputs import scratch as scratch_folder

@@ -49,7 +49,7 @@ class CoreMLOptions:
     input_type: str = "tensor"
     minimum_deployment_target: str = "iOS16"
     source: str = "trace"
-    float_fallback: bool = True  # fp16: keep in fp32 the ops fp16 arithmetic wrecks (export/coreml_fallback.py)
+    float_fallback: bool = True  # fp16: keep in fp32 the ops fp16 arithmetic wrecks (quantize/coreml_fallback.py)
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in COREML_PRECISIONS]
@@ -87,8 +87,8 @@ class TfliteOptions:
     calibration_samples: int = 16
     activation_ranges: str = "minmax"  # int8 activation ranges: "minmax" (observed) or "mse" (see tflite._mse_ranges)
     float_fallback: bool = True  # fp16 / dynamic: float32 weights where quantised ones wreck the result
-    bias_correction: bool = True  # int8: take each convolution's mean output shift out of its bias (int8_bias.py)
-    channel_equalization: float = 0.75  # int8: strength of the channel-range equalisation (int8_graph.py); 0 = off
+    bias_correction: bool = True  # int8: take each convolution's mean output shift out of its bias (quantize/bias.py)
+    channel_equalization: float = 0.75  # int8: strength of the channel-range equalisation (quantize/int8.py); 0 = off
 
     def validate(self, input_format: str) -> None:
         bad = [p for p in self.precisions if p not in TFLITE_PRECISIONS]

@@ -52,7 +52,7 @@ class ExportRequest:
     int8_io: bool | None = None
     calibration: Path | None = None
     float_fallback: bool | None = None  # coreml fp16, tflite fp16/dynamic: keep the ops they wreck in float32
-    bias_correction: bool | None = None  # tflite int8: correct the convolutions' biases (export/int8_bias.py)
+    bias_correction: bool | None = None  # tflite int8: correct the convolutions' biases (quantize/bias.py)
     out: Path | None = None
     force: bool = False
     use_cache: bool = True

@@ -44,15 +44,15 @@ from pathlib import Path
 import numpy as np
 
 from mobileseg.errors import ExportError, MissingDependencyError
-from mobileseg.export.int8_bias import correct_biases
+from mobileseg.quantize.bias import correct_biases
 from mobileseg.export.options import TfliteOptions
-from mobileseg.export.tflite_fallback import tflite_interpreter, read_model, with_float_fallback, write_model
+from mobileseg.quantize.tflite_fallback import tflite_interpreter, read_model, with_float_fallback, write_model
 from mobileseg.outputs import scratch
 from mobileseg.quiet import captured_output
 from mobileseg.runtimes import get_runtime
 from mobileseg.runtimes.tflite import bind_tensors, layout_of, to_model_layout, to_nchw
 
-# Float fallback (export/tflite_fallback.py), per precision: the label agreement with the fp32 file to
+# Float fallback (quantize/tflite_fallback.py), per precision: the label agreement with the fp32 file to
 # reach on the calibration pictures (half the disagreement the recipes allow against PyTorch on photos),
 # the local error above which an op gets float weights at once, and op types always kept float:
 # tflite-runtime 2.14 cannot load a dynamic-range (hybrid) TRANSPOSE_CONV.
@@ -359,7 +359,7 @@ def _convert(
 
 def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> tuple[bytes, dict]:
     """Full-integer quantisation: calibrate on ``samples`` (in the model's input layout), set the activation
-    ranges, quantise, correct the convolutions' biases (`int8_bias`, unless ``options.bias_correction`` is
+    ranges, quantise, correct the convolutions' biases (`quantize.bias`, unless ``options.bias_correction`` is
     off); returns the file and ``{"bias_correction": record}``.
 
     The calibrated float model carries each tensor's observed min/max; quantising it as it is gives the

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 
     from mobileseg.core import Graph
 
+# Parity bounds a recipe that does not name this target gets (recipes state their own for onnx, coreml, tflite)
+DEFAULT_TOLERANCES = {
+    "fp32": {"max_rel": 1e-4, "min_cosine": 0.99999, "min_psnr_db": 75, "min_argmax_agreement": 0.999},
+    "fp16": {"min_cosine": 0.999, "min_argmax_agreement": 0.99, "judged_on": "photos"},
+    "dynamic": {"min_cosine": 0.99, "min_argmax_agreement": 0.97, "judged_on": "photos"},
+    "int8": {"min_cosine": 0.98, "min_argmax_agreement": 0.97, "judged_on": "photos"},
+}
 # How an options field's annotation reads as a recipe value kind
 _KINDS = {"bool": "switch", "int": "number", "float": "number", "str": "text", "tuple[str, ...]": "names"}
 
@@ -40,6 +47,7 @@ class Target(ABC):
     reference_runtime: str | None = None  # checks parity where ``runtime`` cannot run here
     packages: tuple[str, ...] = ()  # import names the conversion needs (pip extra: the target's name)
     extra_recipe_keys: dict[str, str] = {}  # recipe keys outside the options dataclass: key → kind
+    default_tolerances: dict[str, dict] = DEFAULT_TOLERANCES  # precision → bounds, where a recipe gives none
 
     # ---- options ------------------------------------------------------------------------------------
 

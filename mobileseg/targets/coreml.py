@@ -34,7 +34,7 @@ class CoreMLTarget(Target):
         return details
 
     def calibration_count(self, options):
-        from mobileseg.export.coreml_fallback import SAMPLES
+        from mobileseg.quantize.coreml_fallback import SAMPLES
 
         return SAMPLES if options.float_fallback and "fp16" in options.precisions else 0
 

@@ -74,10 +74,10 @@ class TfliteTarget(Target):
 
 
 def _int8(job, example, options, calibration, output_shape) -> list[dict]:
-    """int8 converts the same function rewritten to quantise well (exact to ~1e-5; see export/int8_graph.py).
+    """int8 converts the same function rewritten to quantise well (exact to ~1e-5; see quantize/int8.py).
     Float precisions keep the graph of the ONNX artifact; the second onnx2tf run this costs is paid only
     when int8 is asked for."""
-    from mobileseg.export.int8_graph import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
 
     int8_reference, rewrites = int8_module(job.reference, calibration, options.channel_equalization)

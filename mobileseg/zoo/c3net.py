@@ -14,9 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import (
-    BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, Gain, ImagePyramid, stem_and_stage2_fusions,
-)  # fmt: skip
+from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, Gain, ImagePyramid
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 
 __all__ = ["C3Net", "C3NetEncoder", "C3NetFeatures", "C3NET_ENCODER_KEY_RULES"]
@@ -46,16 +44,9 @@ class C3NetEncoder(nn.Module):
         self.stage2_fuse = BNPReLU(2 * w2 + 3)
         self.down3 = C3Module(2 * w2 + 3, w3, dilations, residual=False, downsample=True)
         self.stage3 = nn.ModuleList(C3Module(w3, w3, dilations, residual=True) for _ in range(depth3))
-        self.down3_gain = Gain()  # on down3's output where stage3_fuse reads it (int8 only; see concat_balances)
+        self.down3_gain = Gain()  # a tap on down3's output where stage3_fuse reads it (identity unless set)
         self.stage3_fuse = BNPReLU(2 * w3)
         self.classifier = nn.Conv2d(2 * w3, num_classes, 1, bias=False)
-
-    def concat_balances(self) -> list[ConcatBalance]:
-        """The image/2 and image/4 channels of the stem and stage-2 concatenations, and down3's output in
-        stage 3's (on the calibration crops ~50× narrower than the stage output in C3Net-v2, ~4× wider in
-        C3Net; see `balance_concatenations`)."""
-        down3 = self.stage3_fuse.bn.num_features // 2  # cat([down3 output, stage 3 output]), equal widths
-        return [*stem_and_stage2_fusions(self), ConcatBalance(self.down3_gain, self.stage3_fuse, slice(0, down3))]
 
     def forward(self, x: torch.Tensor) -> C3NetFeatures:
         stem = self.stem(x)

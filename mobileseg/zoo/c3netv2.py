@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import ConcatBalance, Gain, SeparableConvBNPReLU, upsample_bilinear
+from mobileseg.zoo.blocks import Gain, SeparableConvBNPReLU, upsample_bilinear
 from mobileseg.zoo.c3net import C3NET_ENCODER_KEY_RULES, C3NetEncoder
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 
@@ -32,16 +32,7 @@ class C3NetV2(nn.Module):
         self.fuse4 = SeparableConvBNPReLU(c + 64, c)
         self.fuse2 = SeparableConvBNPReLU(2 * c, c)
         self.head = nn.Conv2d(c, c, 1, bias=False)
-        self.stage2_gain, self.stem_gain = Gain(), Gain()  # int8 only: see concat_balances
-
-    def concat_balances(self) -> list[ConcatBalance]:
-        """The encoder features in the decoder's concatenations: beside the upsampled logits (up to ±700 on
-        the calibration crops) the stem output is ~600× narrower, stage 2's ~30× (see `balance_concatenations`)."""
-        c = self.head.out_channels
-        return [
-            ConcatBalance(self.stage2_gain, self.fuse4, slice(c, c + 64)),
-            ConcatBalance(self.stem_gain, self.fuse2, slice(c, 2 * c)),
-        ]
+        self.stage2_gain, self.stem_gain = Gain(), Gain()  # taps on the encoder features the decoder concatenates
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.encoder(x)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import (
-    BNPReLU, C3Module, ConcatBalance, ConvBNPReLU, ImagePyramid, stem_and_stage2_fusions, upsample_bilinear,
-)  # fmt: skip
+from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid, upsample_bilinear
 
 __all__ = ["ExtremeC3Net", "C3_BRANCH_KEY_RULES", "C3_BLOCK_KEY_RULES"]
 
@@ -43,10 +41,6 @@ class ExtremeC3Net(nn.Module):
         self.fine = C3Module(c_fine, c_fine, (2, 4, 8), residual=True)
         self.head_act = BNPReLU(c_fine)
         self.head = nn.Conv2d(c_fine, num_classes, 1, bias=False)
-
-    def concat_balances(self) -> list[ConcatBalance]:
-        """The image/2 and image/4 channels of the stem and stage-2 concatenations (see `balance_concatenations`)."""
-        return stem_and_stage2_fusions(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = self.stem_fuse(torch.cat([self.stem(x), self.image2(x)], 1))

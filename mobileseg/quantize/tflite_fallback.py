@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough, label_map
-from mobileseg.export.fallback import label_agreement as pooled_agreement
+from mobileseg.quantize.fallback import ChannelErrors, Fallback, keep_enough, label_map
+from mobileseg.quantize.fallback import label_agreement as pooled_agreement
 from mobileseg.runtimes.tflite import layout_of, to_nchw
 
 FLOAT32, FLOAT16, INT8 = 0, 1, 9  # tflite TensorType values

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mobileseg.export.tflite_fallback import INT8, op_name_of, read_model, tflite_interpreter, write_model
+from mobileseg.quantize.tflite_fallback import INT8, op_name_of, read_model, tflite_interpreter, write_model
 from mobileseg.runtimes.tflite import quantize
 
 CORRECTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")

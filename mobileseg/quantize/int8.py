@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mobileseg.runtimes.torch_runtime import torch_threads
-from mobileseg.zoo.blocks import (
+from mobileseg.quantize.rewrites import (
     balance_concatenations, equalize_channel_ranges, fold_merge_batchnorms, freeze_dead_channels,
 )  # fmt: skip
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mobileseg.export.fallback import ChannelErrors, Fallback, keep_enough, label_map
-from mobileseg.export.fallback import label_agreement as pooled_agreement
+from mobileseg.quantize.fallback import ChannelErrors, Fallback, keep_enough, label_map
+from mobileseg.quantize.fallback import label_agreement as pooled_agreement
 from mobileseg.runtimes.mil_ops import KERNELS
 from mobileseg.runtimes.mil_reference import MilProgram, to_fp16
 
