@@ -249,17 +249,21 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if path.suffix not in (".yaml", ".yml"):
         zoo.spec(str(name_or_path))  # unknown model → UnknownModelError
         path = RECIPES_DIR / f"{name_or_path}.yaml"
+    return parse_recipe(read_yaml(path), str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """A recipe file's YAML; `RecipeError` (one line) when it is missing, unreadable, not UTF-8 or not YAML."""
     if not path.is_file():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path} is not UTF-8 text (byte {exc.start}); a recipe is a YAML file") from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
-    return parse_recipe(data, str(path))
 
 
 WEIGHTS_DIR_ENV = "MOBILESEG_WEIGHTS_DIR"

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mobileseg import targets as target_registry
 from mobileseg.core import DTYPES, Graph, TensorSpec
 from mobileseg.errors import ExportError, RecipeError
@@ -274,16 +272,9 @@ def parse_user_recipe(data: Any, where: str, default_name: str = "model") -> Use
 def load_user_recipe(path: str | Path | None, default_name: str) -> UserRecipe:
     if path is None:
         raise RecipeError("--model needs --recipe my.yaml declaring its inputs and outputs (see README: your own model)")
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path} is not UTF-8 text (byte {exc.start}); a recipe is a YAML file") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_user_recipe(data, str(path), default_name)
+    from mobileseg.recipes import read_yaml
+
+    return parse_user_recipe(read_yaml(Path(path)), str(path), default_name)
 
 
 # ---- the module (PyTorch from here on) ---------------------------------------------------------------

@@ -95,13 +95,7 @@ def plan_user_export(request) -> UserPlan:
     if zoo_only:
         raise RecipeError(f"{', '.join(zoo_only)} appl{'ies' if len(zoo_only) == 1 else 'y'} to zoo models; "
                           f"declare your model's inputs in {recipe.source}")  # fmt: skip
-    known = target_registry.names()
-    targets = list(dict.fromkeys(request.targets or list(recipe.targets)))
-    if "all" in targets:
-        targets = known
-    unknown = [t for t in targets if t not in known]
-    if unknown:
-        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(known)}, all")
+    targets = target_registry.select(request.targets, list(recipe.targets))
     precisions = {t: recipe.precisions(t) for t in targets}
     if request.precisions:
         precisions = {t: [p for p in target_registry.get(t).graph_precisions if p in request.precisions] for t in targets}
@@ -110,10 +104,7 @@ def plan_user_export(request) -> UserPlan:
             raise RecipeError(f"{', '.join(empty)} export(s) your model as "
                               f"{', '.join(target_registry.get(empty[0]).graph_precisions)}, not {', '.join(request.precisions)}")  # fmt: skip
     check_graph_precisions(precisions)
-    not_exported = sorted(set(request.options) - set(targets))
-    if not_exported:
-        raise RecipeError(f"--set names {', '.join(not_exported)}, which this export does not write (targets: {', '.join(targets)})")
-    overrides = request.option_overrides()
+    overrides = request.option_overrides(targets)
     options = {}
     for name in targets:
         target = target_registry.get(name)

@@ -60,8 +60,12 @@ class ExportRequest:
     threads: int | None = 1
     options: dict[str, dict] = field(default_factory=dict)  # target → recipe option → value (`--set`)
 
-    def option_overrides(self) -> dict[str, dict]:
-        """Target options this request sets: the named flags' and ``options``, unset ones left out."""
+    def option_overrides(self, targets: list[str]) -> dict[str, dict]:
+        """Target options this request sets for ``targets``: the named flags' and ``options`` (whose targets
+        must be among them), unset ones left out."""
+        not_exported = sorted(set(self.options) - set(targets))
+        if not_exported:
+            raise RecipeError(f"--set names {', '.join(not_exported)}, which this export does not write (targets: {', '.join(targets)})")
         named = {
             "onnx": {"opset": self.opset},
             "coreml": {"input_type": self.coreml_input, "float_fallback": self.float_fallback},
@@ -114,18 +118,9 @@ def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
 
 def _targets_and_options(request: ExportRequest, recipe: Recipe) -> tuple[list[str], dict[str, dict]]:
     """The targets to export and each one's options: the recipe's, overridden by the request."""
-    known = target_registry.names()
-    targets = list(dict.fromkeys(request.targets or list(recipe.targets)))
-    if "all" in targets:
-        targets = known
-    unknown = [t for t in targets if t not in known]
-    if unknown:
-        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(known)}, all")
+    targets = target_registry.select(request.targets, list(recipe.targets))
     options = {t: dict(recipe.targets.get(t, {})) for t in targets}
-    not_exported = sorted(set(request.options) - set(targets))
-    if not_exported:
-        raise RecipeError(f"--set names {', '.join(not_exported)}, which this export does not write (targets: {', '.join(targets)})")
-    overrides = request.option_overrides()
+    overrides = request.option_overrides(targets)
     for target in targets:
         options[target].update(overrides.get(target, {}))
     if request.precisions:

@@ -15,7 +15,7 @@ from mobileseg.targets.coreml import CoreMLTarget
 from mobileseg.targets.onnx import OnnxTarget
 from mobileseg.targets.tflite import TfliteTarget
 
-__all__ = ["Target", "register", "get", "names", "for_suffix"]
+__all__ = ["Target", "register", "get", "names", "select", "for_suffix"]
 
 _TARGETS: dict[str, Target] = {}
 
@@ -36,6 +36,17 @@ def get(name: str) -> Target:
 
 def names() -> list[str]:
     return list(_TARGETS)
+
+
+def select(requested: list[str] | None, default: list[str]) -> list[str]:
+    """The targets asked for (``requested``, else ``default``), each once; "all" is every registered target."""
+    chosen = list(dict.fromkeys(requested or default))
+    if "all" in chosen:
+        chosen = names()
+    unknown = [t for t in chosen if t not in _TARGETS]
+    if unknown:
+        raise RecipeError(f"unknown target(s) {', '.join(unknown)}; known targets: {', '.join(_TARGETS)}, all")
+    return chosen
 
 
 def for_suffix(suffix: str) -> Target | None:
