@@ -169,6 +169,11 @@ def test_profile_takes_the_folder_and_bare_files(exported, tmp_path):
         measured = json.loads(out.read_text())
         assert measured["stats_ms"]["median"] > 0
         assert measured["runtime"]["name"] == ("litert" if path.suffix == ".tflite" else "onnxruntime")
+    # PyTorch eager on the folder's own reference program, fed every declared input
+    result = runner.invoke(app, ["profile", str(exported), "--runtime", "torch", "--iterations", "3", "--warmup", "1",
+                                 "--out", str(tmp_path / "torch.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "torch.json").read_text())["artifact"]["target"] == "torch"
 
 
 def test_a_saved_program_exports_like_its_module(exported, user_files, tmp_path):

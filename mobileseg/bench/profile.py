@@ -24,7 +24,7 @@ from mobileseg import targets
 from mobileseg.bench.devices import Device, DeviceError, load_device
 from mobileseg.bench.latency import Protocol, measure
 from mobileseg.errors import ArtifactError, MobilesegError
-from mobileseg.artifact import GRAPHS_KIND, read_manifest
+from mobileseg.artifact import GRAPHS_KIND, graph_name, read_manifest
 
 SCHEMA = "mobileseg.latency/1"
 # What the host measures instead of a device's runtime, closest first: (target, precision).
@@ -82,10 +82,12 @@ def protocol_for(device: Device, request: ProfileRequest) -> Protocol:
 
 def folder_artifacts(folder: Path) -> list[Artifact]:
     manifest = read_manifest(folder)
-    model = manifest.get("model", {}).get("name")
-    if manifest.get("kind") == GRAPHS_KIND:  # a user's model: the inputs its recipe declares
+    model = manifest["model"].get("name") if isinstance(manifest.get("model"), dict) else None
+    if manifest.get("kind") is not None:  # named graphs: a user's model, the VOS subgraphs
         specs = {g["name"]: g["inputs"] for g in manifest.get("graphs", [])}
-        return [Artifact(folder / a["file"], a["target"], a.get("precision"), {**a, "input_specs": specs.get(a.get("graph"), [])})
+        specs |= {g["name"]: [{"name": n, "shape": s} for n, s in g["inputs"].items()] for g in manifest.get("subgraphs", [])}
+        return [Artifact(folder / a["file"], a["target"], a.get("precision"),
+                         {**a, "input_specs": specs.get(graph_name(a), [])}, graph_name(a))
                 for a in manifest["artifacts"]]  # fmt: skip
     return [Artifact(folder / a["file"], a["target"], a.get("precision"), a, model) for a in manifest["artifacts"]]
 
@@ -159,7 +161,7 @@ def _input(artifact: Artifact, protocol: Protocol) -> np.ndarray:
 def _feeds(artifact: Artifact, protocol: Protocol, session) -> dict[str, np.ndarray]:
     """Every input of the session: the zoo's one picture as before; a user's model by its declared inputs; a
     bare file by the shapes and dtypes it holds (3-channel float pictures get the protocol's photo)."""
-    if artifact.target == "torch" or "input" in artifact.entry.get("io", {}) or (
+    if (artifact.target == "torch" and "input_specs" not in artifact.entry) or "input" in artifact.entry.get("io", {}) or (
         artifact.model is not None and "input_specs" not in artifact.entry
     ):  # fmt: skip
         return {session.input_names[0]: _input(artifact, protocol)}
@@ -324,9 +326,12 @@ def _profile(request: ProfileRequest, progress: Callable[[str], None] | None = N
 
 def _torch_reference(artifacts: list[Artifact]) -> Artifact | None:
     """PyTorch eager on the model of an artifact folder (its recipe and checkpoint, as `verify` builds it)."""
-    folder = next((a.path.parent for a in artifacts if (a.path.parent / "manifest.json").is_file()), None)
-    if folder is None:
+    folders = [p for a in artifacts for p in (a.path.parent, a.path.parent.parent) if (p / "manifest.json").is_file()]
+    if not folders:
         return None
+    folder = folders[0]
+    if read_manifest(folder).get("kind") == GRAPHS_KIND:  # a user's model: its kept torch.export program
+        return _program_reference(folder)
     from mobileseg.verify.artifact import reference_for
 
     manifest, recipe, reference = reference_for(folder)
@@ -334,6 +339,19 @@ def _torch_reference(artifacts: list[Artifact]) -> Artifact | None:
     io = {"input": {"name": "image", "format": recipe.input_format, "layout": "NCHW", "shape": shape}}
     weights = manifest["model"]["weights"].get("sha256") or "random-weights"
     return Artifact(folder, "torch", "fp32", {"io": io, "module": reference}, recipe.model, weights)
+
+
+def _program_reference(folder: Path) -> Artifact:
+    import torch
+
+    from mobileseg.artifact import REFERENCE_PROGRAM
+    from mobileseg.user_model import program_module
+
+    manifest = read_manifest(folder)
+    graph = manifest["graphs"][0]
+    module = program_module(torch.export.load(str(folder / REFERENCE_PROGRAM)).module())
+    entry = {"module": module, "input_specs": graph["inputs"], "output_names": [o["name"] for o in graph["outputs"]]}
+    return Artifact(folder, "torch", "fp32", entry, manifest["model"]["name"], manifest["model"]["reference"]["sha256"])
 
 
 def _missing(artifacts: list[Artifact], target: str, request: ProfileRequest):
@@ -348,7 +366,9 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         runtime = CoreMLRuntime(request.compute_units or "ALL")
     try:
         if artifact.target == "torch":
-            session = runtime.from_module(artifact.entry["module"], ["image"], ["logits"], protocol.threads)
+            specs = artifact.entry.get("input_specs")
+            inputs = [spec["name"] for spec in specs] if specs else ["image"]
+            session = runtime.from_module(artifact.entry["module"], inputs, artifact.entry.get("output_names", ["logits"]), protocol.threads)
         else:
             session = runtime.load(artifact.path, threads=protocol.threads, io=artifact.entry.get("io"))
     except MobilesegError:
