@@ -578,10 +578,11 @@ def vos_export(
     check_destination(out_dir, force)
     if not weights.is_file():
         raise MobilesegError(f"VOS weights not found: {weights} (make them with `mobileseg vos train-gate --out {weights}`)")
-    from mobileseg.vos.export import TARGETS, VOSExportRequest, export_vos
+    from mobileseg import targets as target_registry
+    from mobileseg.vos.export import VOSExportRequest, export_vos
     from mobileseg.vos.train import load_weights
 
-    targets = tuple(TARGETS) if "all" in (target or []) else tuple(target or ("onnx",))
+    targets = tuple(target_registry.select(target or None, ["onnx"]))
     model, report = load_weights(weights)
     record = {"file": str(weights), "seed": report.get("config", {}).get("seed", 0), "training": report}
     with err.status("exporting") as status:

@@ -226,7 +226,7 @@ def test_cli_bad_input_is_one_line_exit_2(exported, tmp_path, sequence):
         (["vos", "bench", str(out), "--taus", "0.5,x"], "comma-separated"),
         (["vos", "export", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")], "VOS weights not found"),
         (["vos", "export", "--target", "tensorrt", "--out", str(tmp_path / "z"), "--weights", str(out / "torch/weights.pt")],
-         "unknown VOS target"),
+         "unknown target(s) tensorrt"),
         (["vos", "export", "--input-size", "100x200", "--out", str(tmp_path / "y"), "--weights", str(out / "torch/weights.pt")],
          "multiples of 32"),
         (["vos", "train-gate", "--backbone-steps", "-1", "--out", str(tmp_path / "w.pt")], "step counts must be 0 or more"),
@@ -346,7 +346,7 @@ def test_weights_without_an_architecture_record_load_as_the_papers_gate(tmp_path
     loaded, _ = load_weights(tmp_path / "old.pt")
     assert not loaded.change_cue
     matching = next(g for g in subgraphs(loaded, *SIZE) if g.name == "matching")
-    assert list(matching.inputs) == ["f8", "score_prev", "template"]
+    assert matching.input_names == ["f8", "score_prev", "template"]
     session = VOSSession(TorchBackend(loaded, SIZE), tau=0.5)
     session.start(sequence.frames[0], sequence.masks[0])
     labels, info = session.step(sequence.frames[1])
