@@ -283,6 +283,7 @@ def load_user_recipe(path: str | Path | None, default_name: str) -> UserRecipe:
 def load_module(source: ModelSource) -> nn.Module:
     """The user's module in eval mode; `ExportError` (one line) when the factory is missing, fails or
     returns something that is not an ``nn.Module``."""
+    import hashlib
     import importlib
     import importlib.util
     import sys
@@ -296,7 +297,9 @@ def load_module(source: ModelSource) -> nn.Module:
             raise ExportError(f"--model {source.text}: not a program saved with torch.export.save ({_first_line(exc)})") from None
     try:
         if source.kind == "file":
-            name = f"mobileseg_user_{abs(hash(str(Path(source.location).resolve())))}"
+            # a stable module name: it is recorded in the saved program (hash() of a string is per process)
+            where = str(Path(source.location).resolve()).encode()
+            name = f"mobileseg_user_{Path(source.location).stem}_{hashlib.sha256(where).hexdigest()[:8]}"
             spec = importlib.util.spec_from_file_location(name, source.location)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module

@@ -254,3 +254,20 @@ def test_readme_quick_start_for_your_own_model_runs_as_written(tmp_path):
         done = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                               env={"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+
+
+def test_a_re_export_is_byte_identical(exported, user_files, tmp_path):
+    """The same model and recipe give the same files: the saved program names the user's module stably,
+    and Core ML packages' item identifiers are derived from their paths, not random."""
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["export", "--model", f"{user_files}/twohead.py:build", "--recipe", str(user_files / "twohead.yaml"),
+                                 "--out", str(again), "-t", "onnx", "-t", "coreml"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import hashlib
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in folder.rglob("*") if p.is_file() and p.name not in ("manifest.json", "parity.json", "parity.md")}  # fmt: skip
+
+    first = {k: v for k, v in digests(exported).items() if not k.startswith("tflite/")}
+    assert first and digests(again) == first

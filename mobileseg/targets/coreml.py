@@ -20,7 +20,7 @@ class CoreMLTarget(Target):
     def export_graph(self, graph, examples, expected, files, options, label, metadata=None, description="", onnx_file=None):
         import torch
 
-        from mobileseg.export.coreml import convert_graph
+        from mobileseg.export.coreml import convert_graph, stable_package_identifiers
 
         tensors = {name: torch.from_numpy(examples[name]) for name in graph.input_names}
         details = {}
@@ -30,6 +30,7 @@ class CoreMLTarget(Target):
                 mlmodel.short_description = description
             mlmodel.user_defined_metadata.update({**(metadata or {}), "mobileseg.precision": precision})
             mlmodel.save(str(path))
+            stable_package_identifiers(path)  # coremltools names the package's items with random UUIDs
             details[precision] = {"io": graph.io_record(), "format": "mlprogram"}
         return details
 
