@@ -25,8 +25,9 @@ class TfliteTarget(Target):
         from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
         from mobileseg.export.tflite import convert_graph
         from mobileseg.outputs import scratch
+        from mobileseg.quiet import interrupts_deferred
 
-        with scratch("graph-") as tmp:
+        with scratch("graph-") as tmp, interrupts_deferred():
             if onnx_file is None or not Path(onnx_file).is_file():
                 onnx_file = Path(tmp) / f"{graph.name}.onnx"
                 tensors = tuple(torch.from_numpy(examples[name]) for name in graph.input_names)
@@ -49,28 +50,39 @@ class TfliteTarget(Target):
 
     def export_picture_model(self, job):
         import time
-        from dataclasses import replace
 
-        from mobileseg import zoo
-        from mobileseg.preprocess import example_input, format_input
+        from mobileseg.quiet import interrupts_deferred
 
-        options, recipe = job.options["tflite"], job.recipe
+        options = job.options["tflite"]
         onnx_path, _ = job.onnx_file()
         job.say("converting to TFLite (onnx2tf)")
         started = time.perf_counter()
-        calibration = format_input(job.calibration(self.calibration_count(options)), recipe.input_format, recipe.normalization)
-        output_shape = zoo.spec(recipe.model).output_shape(*recipe.input_size, batch=recipe.batch)
-        example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
-        float_precisions = tuple(p for p in options.precisions if p != "int8")
-        entries = []
-        if float_precisions:
-            entries += _convert(job, job.reference, onnx_path, example, replace(options, precisions=float_precisions),
-                                calibration, output_shape, job.scratch / "float")  # fmt: skip
-        if "int8" in options.precisions:
-            entries += _int8(job, example, replace(options, precisions=("int8",)), calibration, output_shape)
+        with interrupts_deferred():  # onnx2tf swallows Ctrl-C, and the converter's LLVM handlers kill on it
+            entries = _picture_files(job, options, onnx_path, self.calibration_count(options))
         job.notes += sorted({entry.pop("note") for entry in entries if "note" in entry})
         job.timings["tflite"] = time.perf_counter() - started
         return entries
+
+
+def _picture_files(job, options: TfliteOptions, onnx_path: Path, calibration_count: int) -> list[dict]:
+    """The float files from the ONNX artifact's graph, and int8 from the rewritten one."""
+    from dataclasses import replace
+
+    from mobileseg import zoo
+    from mobileseg.preprocess import example_input, format_input
+
+    recipe = job.recipe
+    calibration = format_input(job.calibration(calibration_count), recipe.input_format, recipe.normalization)
+    output_shape = zoo.spec(recipe.model).output_shape(*recipe.input_size, batch=recipe.batch)
+    example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
+    float_precisions = tuple(p for p in options.precisions if p != "int8")
+    entries = []
+    if float_precisions:
+        entries += _convert(job, job.reference, onnx_path, example, replace(options, precisions=float_precisions),
+                            calibration, output_shape, job.scratch / "float")  # fmt: skip
+    if "int8" in options.precisions:
+        entries += _int8(job, example, replace(options, precisions=("int8",)), calibration, output_shape)
+    return entries
 
 
 def _int8(job, example, options, calibration, output_shape) -> list[dict]:
