@@ -470,8 +470,10 @@ def matrix(
     out_file: Annotated[Path, typer.Option("--out", help="Matrix JSON.")] = Path("results/parity.json"),
     markdown: Annotated[Path, typer.Option(help="Matrix as a Markdown table.")] = Path("results/parity.md"),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Export even the folders that are up to date.")] = False,
+    folders: Annotated[list[Path], typer.Option("--folder", help="Also re-check this artifact folder, of any model (repeatable; alone, no zoo export).")] = None,
 ) -> None:
-    """The zoo's parity matrix: every model × target × precision × runtime, with its metrics (`make parity`)."""
+    """The parity matrix: every model × target × precision × runtime with its metrics; the zoo's (`make parity`)
+    and any artifact folders'."""
     from mobileseg import zoo
     from mobileseg.outputs import check_replaceable_file
 
@@ -479,15 +481,21 @@ def matrix(
         raise MobilesegError("--jobs must be 1 or more")
     for name in models or []:
         zoo.spec(name)
+    from mobileseg.artifact import read_manifest
+
+    for folder in folders or []:
+        if read_manifest(folder).get("kind") not in (None, "graphs"):
+            raise MobilesegError(f"{folder} is a VOS folder: `mobileseg vos verify` checks it")
     for path in (out_file, markdown):
         check_replaceable_file(path)
     from mobileseg.export.matrix import run_matrix, write_matrix
 
     def finished(name: str, entry: dict) -> None:
-        out.print(f"{name}: {'up to date' if entry['cached'] else 'exported'} in {entry['seconds']:.1f} s, "
+        done = "re-checked" if entry.get("rechecked") else "up to date" if entry["cached"] else "exported"
+        out.print(f"{name}: {done} in {entry['seconds']:.1f} s, "
                   f"parity {'PASS' if entry['report']['passed'] else 'FAIL'}", highlight=False)  # fmt: skip
 
-    document = run_matrix(models or None, precision or [], artifacts, jobs, not no_cache, finished)
+    document = run_matrix(models or None, precision or [], artifacts, jobs, not no_cache, finished, folders or None)
     write_matrix(document, out_file, markdown)
     failed = [r for r in document["rows"] if r["status"] != "pass"]
     out.print(f"{len(document['rows'])} rows, {len(failed)} not passing; wrote {out_file} and {markdown}")

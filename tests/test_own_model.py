@@ -271,3 +271,13 @@ def test_a_re_export_is_byte_identical(exported, user_files, tmp_path):
 
     first = {k: v for k, v in digests(exported).items() if not k.startswith("tflite/")}
     assert first and digests(again) == first
+
+
+def test_the_parity_matrix_takes_a_users_folder(exported, tmp_path):
+    out, markdown = tmp_path / "matrix.json", tmp_path / "matrix.md"
+    result = runner.invoke(app, ["matrix", "--folder", str(exported), "--out", str(out), "--markdown", str(markdown)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["model"] for r in rows} == {"twohead"} and all(r["status"] == "pass" for r in rows)
+    assert {(r["target"], r["runtime"]) for r in rows} >= {("onnx", "onnxruntime"), ("coreml", "mil-reference"), ("tflite", "litert")}
+    assert "| twohead |" in markdown.read_text()

@@ -80,13 +80,30 @@ def _costliest_first(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: -pixels[n])
 
 
+def folder_entry(folder: Path, threads: int | None = 1) -> dict:
+    """The matrix entry of an artifact folder of any kind `verify` reads (a zoo model's, a user's model's):
+    its parity on every runtime here, re-checked now."""
+    from mobileseg.artifact import read_manifest
+    from mobileseg.verify.artifact import verify_artifact
+
+    started = time.perf_counter()
+    manifest = read_manifest(folder)
+    report = verify_artifact(folder, threads=threads)
+    specs = manifest.get("inputs") or (manifest.get("graphs") or [{}])[0].get("inputs", [])
+    shapes = ", ".join("x".join(map(str, spec["shape"][2:] if len(spec["shape"]) == 4 else spec["shape"])) for spec in specs)
+    return {"input": shapes, "report": report.to_dict(), "cached": False, "rechecked": True,
+            "seconds": round(time.perf_counter() - started, 2), "folder": str(folder)}  # fmt: skip
+
+
 def run_matrix(
     names: list[str] | None = None, extra_precisions: list[str] | None = None, artifacts: str | Path = "artifacts",
     jobs: int = 1, use_cache: bool = True, on_model: Callable[[str, dict], None] | None = None,
+    folders: list[Path] | None = None,
 ) -> dict:  # fmt: skip
-    """Export and check every zoo model (``names``: all by default), ``jobs`` models at once (one process
-    each); ``on_model(name, entry)`` as each finishes. Returns the matrix document (rows, not_run, models)."""
-    names = names or zoo.names()
+    """Export and check zoo models (``names``: all by default, none when only ``folders`` are given), ``jobs``
+    at once (one process each), then re-check each artifact folder of ``folders`` (any model: a user's
+    too); ``on_model(name, entry)`` as each finishes. Returns the matrix document (rows, not_run, models)."""
+    names = names if names is not None else ([] if folders else zoo.names())
     extra_precisions = list(extra_precisions or [])
     reports: dict[str, dict] = {}
     started = time.perf_counter()
@@ -111,6 +128,10 @@ def run_matrix(
     else:
         for name in names:
             done(name, export_one(name, extra_precisions, str(artifacts), None, use_cache))
+    for folder in folders or []:
+        entry = folder_entry(Path(folder))
+        model = entry["report"]["model"]
+        done(model if model not in reports else f"{model} ({folder})", entry)
     skipped = {f"{r['runtime']} ({r['reason']})" for e in reports.values() for r in e["report"]["results"] if r["status"] == "skipped"}
     return {
         "schema": "mobileseg.parity-matrix/1",
