@@ -208,22 +208,3 @@ def test_an_interrupted_export_leaves_nothing_for_long(tmp_path, sig):
     again = cli("export", "sinet", "-t", "onnx", "--out", out, env={"TMPDIR": str(scratch)})
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in out.parent.iterdir()) == ["sinet"] and list(scratch.iterdir()) == []
-
-
-def test_ctrl_c_inside_the_converters_is_not_swallowed():
-    """onnx2tf catches every exception around its onnxsim calls, so a Ctrl-C there used to be lost and the
-    export went on; inside `interrupts_deferred` it is held and raised when the converter returns."""
-    from mobileseg.quiet import interrupts_deferred
-
-    def swallowing_converter():
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)
-        except BaseException:  # noqa: BLE001 (what onnx2tf does)
-            pass
-        return "converted"
-
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            assert swallowing_converter() == "converted"  # the converter itself runs to its end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

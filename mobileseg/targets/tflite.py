@@ -25,9 +25,8 @@ class TfliteTarget(Target):
         from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
         from mobileseg.export.tflite import convert_graph
         from mobileseg.outputs import scratch
-        from mobileseg.quiet import interrupts_deferred
 
-        with scratch("graph-") as tmp, interrupts_deferred():
+        with scratch("graph-") as tmp:
             if onnx_file is None or not Path(onnx_file).is_file():
                 onnx_file = Path(tmp) / f"{graph.name}.onnx"
                 tensors = tuple(torch.from_numpy(examples[name]) for name in graph.input_names)
@@ -51,14 +50,11 @@ class TfliteTarget(Target):
     def export_picture_model(self, job):
         import time
 
-        from mobileseg.quiet import interrupts_deferred
-
         options = job.options["tflite"]
         onnx_path, _ = job.onnx_file()
         job.say("converting to TFLite (onnx2tf)")
         started = time.perf_counter()
-        with interrupts_deferred():  # onnx2tf swallows Ctrl-C, and the converter's LLVM handlers kill on it
-            entries = _picture_files(job, options, onnx_path, self.calibration_count(options))
+        entries = _picture_files(job, options, onnx_path, self.calibration_count(options))
         job.notes += sorted({entry.pop("note") for entry in entries if "note" in entry})
         job.timings["tflite"] = time.perf_counter() - started
         return entries
