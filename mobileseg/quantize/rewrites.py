@@ -15,13 +15,12 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from mobileseg.zoo.blocks import (
-    BNPReLU, C3Block, ConvBNPReLU, Gain, ImagePyramid, MergeModule, S2Block, SeparableConvBNPReLU,
-)  # fmt: skip
-from mobileseg.zoo.c3net import C3NetEncoder
+from mobileseg.zoo.blocks import BNPReLU, C3Block, ConvBNPReLU, ImagePyramid, MergeModule, S2Block, SeparableConvBNPReLU
+from mobileseg.zoo.c3net import C3Net
 from mobileseg.zoo.c3netv2 import C3NetV2
 from mobileseg.zoo.extremec3net import ExtremeC3Net
 
@@ -170,6 +169,59 @@ def fold_merge_batchnorms(model: nn.Module) -> tuple[nn.Module, int]:
 # ---- concatenations of inputs of unequal range ---------------------------------------------------------
 
 
+class Gain(nn.Module):
+    """Multiplies its input by the scalar buffer ``gain``; the identity (it traces to no op) until
+    `balance_concatenations` sets it. Inserted by `tapped`; holds no checkpoint state."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gain", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.gain is None else x * self.gain
+
+
+class _OneLevel(fx.Tracer):
+    """Traces a module's own forward; every submodule stays one call."""
+
+    def __init__(self, root: nn.Module):
+        super().__init__()
+        self.root_module = root
+
+    def is_leaf_module(self, module: nn.Module, _name: str) -> bool:
+        return module is not self.root_module
+
+
+def tapped(owner: nn.Module, consumer: str, producer: Callable[[fx.Node], bool], name: str) -> Gain:
+    """A `Gain` named ``name`` on the input of the concatenation that ``owner``'s submodule ``consumer``
+    reads, the input ``producer`` picks; added on first use. ``owner``'s forward is traced one level
+    (torch.fx) and the gain inserted just before the concatenation, so the rewritten module runs the same
+    ops in the same order (with the gain set, one multiply more): its int8 file keeps its tensor names."""
+    if isinstance(getattr(owner, name, None), Gain):
+        return getattr(owner, name)
+    graph = _OneLevel(owner).trace(owner)
+    reader = next(n for n in graph.nodes if n.op == "call_module" and n.target == consumer)
+    concat = reader.args[0]
+    inputs = list(concat.args[0])
+    index = next(i for i, node in enumerate(inputs) if producer(node))
+    owner.add_module(name, Gain())
+    with graph.inserting_before(concat):
+        inputs[index] = graph.call_module(name, (inputs[index],))
+    concat.args = (inputs, *concat.args[1:])
+    forward = type(fx.GraphModule(owner, graph)).forward
+    owner.__class__ = type(f"Tapped{type(owner).__name__}", (type(owner),), {"forward": forward})
+    return getattr(owner, name)
+
+
+def _output_of(module_name: str) -> Callable[[fx.Node], bool]:
+    return lambda node: node.op == "call_module" and node.target == module_name
+
+
+def _field(name: str) -> Callable[[fx.Node], bool]:
+    """A field of a submodule's named-tuple output (``f.stage2``)."""
+    return lambda node: node.op == "call_function" and node.target is getattr and node.args[1] == name
+
+
 class _ScaledPyramid:
     """Mixed into an `ImagePyramid`: its pooled image passes through ``scale`` (a `Gain`)."""
 
@@ -212,25 +264,30 @@ def _pyramid_fusions(network: nn.Module) -> list[ConcatBalance]:
     ]
 
 
-def concat_balances(module: nn.Module) -> list[ConcatBalance]:
-    """The concatenations of ``module`` (not of its children) whose inputs differ in range by design:
+def _c3_encoder_fusions(encoder: nn.Module) -> list[ConcatBalance]:
+    """The pyramid fusions, and down3's output in stage 3's fusion (on the calibration crops ~50× narrower
+    than the stage output in C3Net-v2, ~4× wider in C3Net)."""
+    down3 = encoder.stage3_fuse.bn.num_features // 2  # cat([down3 output, stage 3 output]), equal widths
+    gain = tapped(encoder, "stage3_fuse", _output_of("down3"), "down3_gain")
+    return [*_pyramid_fusions(encoder), ConcatBalance(gain, encoder.stage3_fuse, slice(0, down3))]
 
-    * ExtremeC3Net and the C3 encoder: the image/2 and image/4 channels of the stem and stage-2 fusions
-      (a normalised image, ±0.01, beside features, ±1);
-    * the C3 encoder: down3's output in stage 3's fusion (on the calibration crops ~50× narrower than the
-      stage output in C3Net-v2, ~4× wider in C3Net);
-    * C3Net-v2's decoder: the encoder features beside the upsampled logits (up to ±700 on the calibration
-      crops): the stem output is ~600× narrower, stage 2's ~30×.
-    """
+
+def concat_balances(module: nn.Module) -> list[ConcatBalance]:
+    """The concatenations of ``module`` (a zoo network; its own and its encoder's) whose inputs differ in
+    range by design: the image/2 and image/4 channels of the stem and stage-2 fusions (a normalised image,
+    ±0.01, beside features, ±1) in ExtremeC3Net and the C3 encoder; down3's output in the C3 encoder's stage-3
+    fusion; in C3Net-v2's decoder the encoder features beside the upsampled logits (up to ±700 on the
+    calibration crops): the stem output is ~600× narrower, stage 2's ~30×."""
     if isinstance(module, ExtremeC3Net):
         return _pyramid_fusions(module)
-    if isinstance(module, C3NetEncoder):
-        down3 = module.stage3_fuse.bn.num_features // 2  # cat([down3 output, stage 3 output]), equal widths
-        return [*_pyramid_fusions(module), ConcatBalance(module.down3_gain, module.stage3_fuse, slice(0, down3))]
+    if isinstance(module, C3Net):
+        return _c3_encoder_fusions(module.encoder)
     if isinstance(module, C3NetV2):
         c = module.head.out_channels
-        return [ConcatBalance(module.stage2_gain, module.fuse4, slice(c, c + 64)),
-                ConcatBalance(module.stem_gain, module.fuse2, slice(c, 2 * c))]  # fmt: skip
+        stage2 = tapped(module, "fuse4", _field("stage2"), "stage2_gain")
+        stem = tapped(module, "fuse2", _field("stem"), "stem_gain")
+        decoder = [ConcatBalance(stage2, module.fuse4, slice(c, c + 64)), ConcatBalance(stem, module.fuse2, slice(c, 2 * c))]
+        return [*decoder, *_c3_encoder_fusions(module.encoder)]
     return []
 
 

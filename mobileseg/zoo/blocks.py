@@ -252,18 +252,6 @@ class C3Module(MergeModule):
         return self.merge(self.reduce(x), x)
 
 
-class Gain(nn.Module):
-    """A scalar tap on a tensor that a network concatenates with others: the identity (it traces to no op)
-    until ``gain`` is set, then ``x * gain``. Holds no checkpoint state."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("gain", None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.gain is None else x * self.gain
-
-
 class ImagePyramid(nn.Module):
     """Down-samples the input image by 2**levels with repeated 2×2 average pooling (the authors' InputProjectionA)."""
 

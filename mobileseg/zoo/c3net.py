@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, Gain, ImagePyramid
+from mobileseg.zoo.blocks import BNPReLU, C3Module, ConvBNPReLU, ImagePyramid
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 
 __all__ = ["C3Net", "C3NetEncoder", "C3NetFeatures", "C3NET_ENCODER_KEY_RULES"]
@@ -44,7 +44,6 @@ class C3NetEncoder(nn.Module):
         self.stage2_fuse = BNPReLU(2 * w2 + 3)
         self.down3 = C3Module(2 * w2 + 3, w3, dilations, residual=False, downsample=True)
         self.stage3 = nn.ModuleList(C3Module(w3, w3, dilations, residual=True) for _ in range(depth3))
-        self.down3_gain = Gain()  # a tap on down3's output where stage3_fuse reads it (identity unless set)
         self.stage3_fuse = BNPReLU(2 * w3)
         self.classifier = nn.Conv2d(2 * w3, num_classes, 1, bias=False)
 
@@ -60,7 +59,7 @@ class C3NetEncoder(nn.Module):
         s8 = x8
         for module in self.stage3:
             s8 = module(s8)
-        logits8 = self.classifier(self.stage3_fuse(torch.cat([self.down3_gain(x8), s8], 1)))
+        logits8 = self.classifier(self.stage3_fuse(torch.cat([x8, s8], 1)))
         return C3NetFeatures(stem, stem_fused, s4, stage2_fused, logits8)
 
 

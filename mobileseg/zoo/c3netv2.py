@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mobileseg.zoo.blocks import Gain, SeparableConvBNPReLU, upsample_bilinear
+from mobileseg.zoo.blocks import SeparableConvBNPReLU, upsample_bilinear
 from mobileseg.zoo.c3net import C3NET_ENCODER_KEY_RULES, C3NetEncoder
 from mobileseg.zoo.extremec3net import C3_BLOCK_KEY_RULES, C3_BRANCH_KEY_RULES
 
@@ -32,13 +32,12 @@ class C3NetV2(nn.Module):
         self.fuse4 = SeparableConvBNPReLU(c + 64, c)
         self.fuse2 = SeparableConvBNPReLU(2 * c, c)
         self.head = nn.Conv2d(c, c, 1, bias=False)
-        self.stage2_gain, self.stem_gain = Gain(), Gain()  # taps on the encoder features the decoder concatenates
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.encoder(x)
         y4 = upsample_bilinear(self.coarse_bn(f.logits8), 2, align_corners=True)
-        y4 = self.fuse4(torch.cat([y4, self.stage2_gain(f.stage2)], 1))
-        y2 = self.fuse2(torch.cat([upsample_bilinear(y4, 2, align_corners=True), self.stem_gain(f.stem)], 1))
+        y4 = self.fuse4(torch.cat([y4, f.stage2], 1))
+        y2 = self.fuse2(torch.cat([upsample_bilinear(y4, 2, align_corners=True), f.stem], 1))
         return self.head(upsample_bilinear(y2, 2, align_corners=True))
 
 
