@@ -248,9 +248,6 @@ def parse_user_recipe(data: Any, where: str, default_name: str = "model") -> Use
         bad = [p for p in options.get("precisions", []) if p not in supported]
         if bad:
             raise _fail(where, f"{target} exports your model as {', '.join(supported)}, not {', '.join(bad)}")
-        if target != "onnx" and any(s.dtype not in ("float32",) for s in inputs):
-            raise _fail(where, f"the {target} target takes float32 inputs; {', '.join(s.name for s in inputs if s.dtype != 'float32')} "
-                        "are not (export them to onnx)")  # fmt: skip
     tolerances = data.get("tolerances", {}) or {}
     if not isinstance(tolerances, dict):
         raise _fail(where, "tolerances must map precisions (fp32, fp16) to bounds")
@@ -292,7 +289,7 @@ def load_module(source: ModelSource) -> nn.Module:
 
     if source.kind == "program":
         try:
-            return program_module(torch.export.load(source.location).module())
+            return load_program(source.location)
         except Exception as exc:
             raise ExportError(f"--model {source.text}: not a program saved with torch.export.save ({_first_line(exc)})") from None
     try:
@@ -344,6 +341,13 @@ def program_module(program) -> nn.Module:
     return _Program(program)
 
 
+def load_program(path: str | Path) -> nn.Module:
+    """A program saved with ``torch.export.save`` as a module (`program_module`)."""
+    import torch
+
+    return program_module(torch.export.load(str(path)).module())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -373,14 +377,21 @@ def parity_inputs(recipe: UserRecipe) -> list[tuple[str, dict[str, np.ndarray]]]
                 else:
                     rgb01 = random_image(recipe.seed + index, height, width)
                 value = np.repeat(rgb01.transpose(2, 0, 1)[None], batch, axis=0).astype(np.float32)
-                feeds[spec.name] = _picture(value, spec)
+                feeds[spec.name] = picture_tensor(value, spec)
             else:
-                feeds[spec.name] = _random_tensor(rng, spec, recipe.ranges.get(spec.name))
+                feeds[spec.name] = random_tensor(rng, spec, recipe.ranges.get(spec.name))
         cases.append((label, feeds))
     return cases
 
 
-def _picture(rgb01: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def parity_cases(module: nn.Module, recipe: UserRecipe, where: str,
+                 inputs: list[tuple[str, dict[str, np.ndarray]]] | None = None) -> list[tuple[str, dict, dict]]:  # fmt: skip
+    """(label, inputs, ``module``'s outputs) per parity input of ``recipe`` (made here unless given)."""
+    return [(label, feeds, run_declared(module, recipe, feeds, where)) for label, feeds in inputs or parity_inputs(recipe)]
+
+
+def picture_tensor(rgb01: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """RGB pictures in [0, 1] (NCHW; NHWC for rgb01 and uint8) as ``spec``'s pixel format and dtype."""
     import numpy as np
 
     if spec.pixel_format == "uint8":
@@ -392,7 +403,9 @@ def _picture(rgb01: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return rgb01.astype(spec.dtype)
 
 
-def _random_tensor(rng, spec: TensorSpec, value_range: tuple[float, float] | None) -> np.ndarray:
+def random_tensor(rng, spec: TensorSpec, value_range: tuple[float, float] | None) -> np.ndarray:
+    """Seeded values of ``spec``'s shape and dtype: booleans, integers in ``value_range`` (default 0..1), floats
+    uniform in it or standard normal."""
     if spec.dtype == "bool":
         return rng.integers(0, 2, spec.shape).astype(bool)
     if spec.dtype.startswith(("int", "uint")):

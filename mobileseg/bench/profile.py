@@ -171,29 +171,25 @@ def _feeds(artifact: Artifact, protocol: Protocol, session) -> dict[str, np.ndar
 
 
 def _tensor_for(spec: dict, protocol: Protocol, index: int) -> np.ndarray:
+    """The protocol's picture for a 3-channel input (NCHW or NHWC), else seeded values of its dtype."""
+    from mobileseg.core import TensorSpec
     from mobileseg.images import photo, random_image, resize_rgb01
+    from mobileseg.user_model import picture_tensor, random_tensor
 
-    shape, dtype = [int(d) for d in spec["shape"]], np.dtype(spec.get("dtype", "float32"))
+    shape, dtype = tuple(int(d) for d in spec["shape"]), np.dtype(spec.get("dtype", "float32"))
     channels_first = len(shape) == 4 and shape[1] == 3
     channels_last = len(shape) == 4 and shape[3] == 3 and not channels_first
-    if channels_first or channels_last:
-        height, width = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
-        rgb01 = random_image(protocol.seed, height, width) if protocol.input == "random" else resize_rgb01(photo(protocol.input), height, width)
-        picture = np.repeat((rgb01.transpose(2, 0, 1) if channels_first else rgb01)[None], shape[0], axis=0)
-        if spec.get("format") == "normalized" and spec.get("normalization"):
-            mean = np.asarray(spec["normalization"]["mean"], np.float32).reshape(1, 3, 1, 1)
-            std = np.asarray(spec["normalization"]["std"], np.float32).reshape(1, 3, 1, 1)
-            picture = (picture - mean) / std
-        elif spec.get("format") == "uint8" or np.issubdtype(dtype, np.integer):
-            picture = np.round(picture * 255)
-        return np.ascontiguousarray(picture.astype(dtype))
-    rng = np.random.default_rng(protocol.seed + index)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(bool)
-    if np.issubdtype(dtype, np.integer):
-        low, high = spec.get("range", (0, 2))
-        return rng.integers(int(low), int(high), shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+    if not (channels_first or channels_last):
+        value_range = spec.get("range") if np.issubdtype(dtype, np.integer) else None
+        return random_tensor(np.random.default_rng(protocol.seed + index), TensorSpec(spec["name"], shape, dtype.name), value_range)
+    height, width = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
+    rgb01 = random_image(protocol.seed, height, width) if protocol.input == "random" else resize_rgb01(photo(protocol.input), height, width)
+    picture = np.repeat((rgb01.transpose(2, 0, 1) if channels_first else rgb01)[None], shape[0], axis=0)
+    pixel_format = spec.get("format") or ("uint8" if np.issubdtype(dtype, np.integer) else "rgb01")
+    if pixel_format == "normalized" and not spec.get("normalization"):
+        pixel_format = "rgb01"
+    return np.ascontiguousarray(picture_tensor(picture, TensorSpec(spec["name"], shape, dtype.name, pixel_format=pixel_format,
+                                                                   normalization=spec.get("normalization"))))  # fmt: skip
 
 
 def file_inputs(path: Path, target: str) -> list[dict]:
@@ -342,14 +338,12 @@ def _torch_reference(artifacts: list[Artifact]) -> Artifact | None:
 
 
 def _program_reference(folder: Path) -> Artifact:
-    import torch
-
     from mobileseg.artifact import REFERENCE_PROGRAM
-    from mobileseg.user_model import program_module
+    from mobileseg.user_model import load_program
 
     manifest = read_manifest(folder)
     graph = manifest["graphs"][0]
-    module = program_module(torch.export.load(str(folder / REFERENCE_PROGRAM)).module())
+    module = load_program(folder / REFERENCE_PROGRAM)
     entry = {"module": module, "input_specs": graph["inputs"], "output_names": [o["name"] for o in graph["outputs"]]}
     return Artifact(folder, "torch", "fp32", entry, manifest["model"]["name"], manifest["model"]["reference"]["sha256"])
 

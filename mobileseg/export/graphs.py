@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from mobileseg import targets as target_registry
+from mobileseg.artifact import GRAPHS_KIND, REFERENCE_PROGRAM
 from mobileseg.core import Deployable, ParityCases
 from mobileseg.errors import ExportError, RecipeError
 from mobileseg.user_model import (
-    ModelSource, UserRecipe, graph_of, load_module, load_user_recipe, parity_inputs, parse_model_source, run_declared,
-    save_program,
+    ModelSource, UserRecipe, graph_of, load_module, load_program, load_user_recipe, parity_cases, parity_inputs,
+    parse_model_source, run_declared, save_program,
 )  # fmt: skip
-from mobileseg.artifact import GRAPHS_KIND, REFERENCE_PROGRAM
-from mobileseg.verify.graphs import graph_parity, graph_report
-
-
+from mobileseg.verify.graphs import artifact_result, graph_parity, graph_report
 
 def check_graph_precisions(precisions: dict[str, list[str]]) -> None:
     """`ExportError` for a precision a target does not export for arbitrary graphs."""
@@ -109,11 +107,12 @@ def plan_user_export(request) -> UserPlan:
     for name in targets:
         target = target_registry.get(name)
         if name != "onnx" and any(s.dtype != "float32" for s in recipe.inputs):
-            raise RecipeError(f"the {name} target takes float32 inputs; declare them so or export to onnx only")
+            others = ", ".join(s.name for s in recipe.inputs if s.dtype != "float32")
+            raise RecipeError(f"the {name} target takes float32 inputs; {others} are not (export them to onnx)")
         values = {**recipe.targets.get(name, {}), **overrides.get(name, {})}
         target.check_recipe_options(values, recipe.source)
         options[name] = target.options(values)
-        if hasattr(options[name], "validate") and name == "onnx":
+        if name == "onnx":  # the other targets' checks are about the zoo's picture input
             options[name].validate()
         target.require_packages()
     return UserPlan(source, recipe, precisions, options, Path(request.out or DEFAULT_ARTIFACTS_DIR / recipe.name), tool_versions())
@@ -121,8 +120,6 @@ def plan_user_export(request) -> UserPlan:
 
 def export_user_model(plan: UserPlan, request, say: Callable[[str], None]):
     """Load, check and export a user's model; the folder keeps its ``torch.export`` program as the reference."""
-    import torch
-
     from mobileseg.artifact import write_json, write_manifest
     from mobileseg.export.pipeline import ExportResult, export_fingerprint_of
     from mobileseg.hashing import sha256_file
@@ -139,8 +136,8 @@ def export_user_model(plan: UserPlan, request, say: Callable[[str], None]):
         program_path.parent.mkdir()
         say("saving the reference program (torch.export)")
         save_program(module, inputs[0][1], recipe, program_path, where)
-        reference = torch.export.load(str(program_path)).module()
-        cases = [(label, feeds, run_declared(reference, recipe, feeds, where)) for label, feeds in inputs]
+        reference = load_program(program_path)
+        cases = parity_cases(reference, recipe, where, inputs)
         graph = graph_of(module, recipe, eager)
         deployable = Deployable(recipe.name, [graph], lambda: {graph.name: cases},
                                 {p: recipe.tolerance(p) for ps in plan.precisions.values() for p in ps},
@@ -151,7 +148,8 @@ def export_user_model(plan: UserPlan, request, say: Callable[[str], None]):
             metadata=lambda _: {"mobileseg.model": recipe.name, "mobileseg.source": plan.source.text},
             description=lambda _: f"{recipe.name} (mobileseg export --model {plan.source.text})", say=say, output_kinds=kinds,
         )  # fmt: skip
-        report = graph_report(recipe, entries, results, [label for label, _ in inputs])
+        rows = [artifact_result(result, entry["file"]) for entry, result in zip(entries, results)]
+        report = graph_report(recipe, rows, [label for label, _ in inputs])
         write_json(staging / "parity.json", report.to_dict())
         (staging / "parity.md").write_text(to_markdown(report))
         program_digest = sha256_file(program_path)

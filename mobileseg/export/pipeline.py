@@ -156,11 +156,8 @@ def export_fingerprint_of(identity: dict, versions: dict) -> str:
 
 def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None) -> str:
     """What determines an artifact folder's content: recipe, weights, tool versions, mobileseg's code."""
-    identity = {
-        "recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"),
-        "versions": versions, "source": source_digest(), "threads": threads,
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    identity = {"recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"), "threads": threads}
+    return export_fingerprint_of(identity, versions)
 
 
 def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:

@@ -120,7 +120,9 @@ def divide_input_channels(consumer: nn.Module, channels: slice, factor: float) -
 
 
 class _FoldedMerge:
-    """Mixed into a `MergeModule` whose merge BN was folded: the residual input is scaled per channel."""
+    """Mixed into a `MergeModule` whose merge BN was folded: the residual input is scaled per channel. The
+    merge is written out, not delegated: the scale must run after the branches, where the int8 files have it
+    (scaling ``x`` before calling the plain merge would reorder the ops and so rename every TFLite tensor)."""
 
     def merge(self, reduced: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         merged = torch.cat([branch(reduced) for branch in self.branches], 1)

@@ -9,7 +9,7 @@ from mobileseg.artifact import GRAPHS_KIND, REFERENCE_PROGRAM, check_hashes, rea
 from mobileseg.hashing import sha256_file
 from mobileseg.outputs import reading
 from mobileseg.recipes import parse_recipe
-from mobileseg.verify.results import ArtifactResult, ParityReport
+from mobileseg.verify.results import ParityReport
 
 __all__ = ["verify_artifact", "ParityReport"]
 
@@ -37,20 +37,22 @@ def verify_artifact(
             report = run_parity(
                 reference, recipe, folder, manifest["artifacts"], manifest["model"]["output_kind"], runtimes, threads
             )
+    _require_a_runtime(report, f"the artifacts of {folder}")
+    return report
+
+
+def _require_a_runtime(report: ParityReport, what: str) -> None:
+    """`RuntimeUnavailableError` when no runtime here ran anything: that is not a parity failure."""
     if report.results and all(r.status == "skipped" for r in report.results):
         reasons = sorted({f"{r.runtime} ({r.reason})" for r in report.results})
-        raise RuntimeUnavailableError(f"no runtime here can run the artifacts of {folder}: {'; '.join(reasons)}")
-    return report
+        raise RuntimeUnavailableError(f"no runtime here can run {what}: {'; '.join(reasons)}")
 
 
 def verify_graphs_folder(folder: Path, runtimes: list[str] | None = None, threads: int | None = 1) -> ParityReport:
     """Parity of a folder of named graphs (a user's model) against the ``torch.export`` program it keeps,
     on the parity inputs its recipe declares, on every runtime of each file's target (or ``runtimes``)."""
-    import torch
-
-    from mobileseg.runtimes import runtimes_for
-    from mobileseg.user_model import parity_inputs, parse_user_recipe, run_declared
-    from mobileseg.verify.graphs import artifact_result, graph_parity, graph_report
+    from mobileseg.user_model import load_program, parity_cases, parse_user_recipe
+    from mobileseg.verify.graphs import graph_report, runtime_rows
 
     manifest = read_manifest(folder)
     problems = check_hashes(folder, manifest)
@@ -60,25 +62,11 @@ def verify_graphs_folder(folder: Path, runtimes: list[str] | None = None, thread
     recipe = parse_user_recipe(manifest["recipe"], f"{folder}/manifest.json")
     if REFERENCE_PROGRAM not in manifest["files"]:
         raise ArtifactError(f"{folder} keeps no reference program ({REFERENCE_PROGRAM}); re-export it")
-    reference = torch.export.load(str(folder / REFERENCE_PROGRAM)).module()
-    where = f"the reference program of {folder}"
-    inputs = parity_inputs(recipe)
-    cases = [(label, feeds, run_declared(reference, recipe, feeds, where)) for label, feeds in inputs]
+    cases = parity_cases(load_program(folder / REFERENCE_PROGRAM), recipe, f"the reference program of {folder}")
     kinds = {s.name: s.kind for s in recipe.outputs}
-    rows = []
-    for entry in manifest["artifacts"]:
-        for runtime in runtimes_for(entry["target"]):
-            if runtimes and runtime.name not in runtimes:
-                continue
-            reason = runtime.unavailable_reason()
-            if reason:
-                rows.append(ArtifactResult(entry["target"], entry["precision"], entry["file"], runtime.name, "skipped", reason))
-                continue
-            result = graph_parity(folder, entry, runtime.name, cases, recipe.tolerance(entry["precision"]), kinds, threads)
-            rows.append(artifact_result(result, entry["file"]))
-    report = graph_report(recipe, [], [], [label for label, _ in inputs])
-    report.results = rows
-    return report
+    rows = [row for entry in manifest["artifacts"]
+            for row in runtime_rows(folder, entry, cases, recipe.tolerance(entry["precision"]), kinds, runtimes, threads)]  # fmt: skip
+    return graph_report(recipe, rows, [label for label, _, _ in cases])
 
 
 def verify_file(
@@ -90,7 +78,7 @@ def verify_file(
     recipe at ``recipe_path``. Inputs and outputs are matched by name (TFLite: by value, as onnx2tf renames
     them); the file is judged with the tolerances of ``precision``."""
     from mobileseg import targets
-    from mobileseg.runtimes import get_runtime, runtimes_for
+    from mobileseg.runtimes import get_runtime
     from mobileseg.user_model import is_model_source, load_user_recipe, parse_model_source, zoo_as_user_recipe
 
     path = Path(path)
@@ -115,12 +103,11 @@ def verify_file(
         recipe = zoo_as_user_recipe(zoo_recipe, target.name)
         checkpoint = resolve_weights(zoo_recipe, weights, False)
     from mobileseg.preprocess import build_reference
-    from mobileseg.user_model import graph_of, load_module, parity_inputs, run_declared
-    from mobileseg.verify.graphs import artifact_result, graph_parity, graph_report
+    from mobileseg.user_model import graph_of, load_module, parity_cases
+    from mobileseg.verify.graphs import graph_report, runtime_rows
 
     module = load_module(source) if zoo_recipe is None else build_reference(zoo_recipe, checkpoint)
-    inputs = parity_inputs(recipe)
-    cases = [(label, feeds, run_declared(module, recipe, feeds, reference)) for label, feeds in inputs]
+    cases = parity_cases(module, recipe, reference)
     graph = graph_of(module, recipe, cases[0][2])
     io = graph.io_record()
     if target.name == "tflite":
@@ -129,21 +116,10 @@ def verify_file(
         io["tensors"] = bind_tensors(path, cases[0][1], cases[0][2], str(path))
     entry = {"graph": graph.name, "target": target.name, "precision": precision, "file": path.name, "io": io}
     kinds = {s.name: s.kind for s in recipe.outputs}
-    rows = []
-    for runtime in runtimes_for(target.name):
-        if runtimes and runtime.name not in runtimes:
-            continue
-        reason = runtime.unavailable_reason()
-        if reason:
-            rows.append(ArtifactResult(target.name, precision, path.name, runtime.name, "skipped", reason))
-            continue
-        result = graph_parity(path.parent, entry, runtime.name, cases, recipe.tolerance(precision), kinds, threads)
-        rows.append(artifact_result(result, path.name))
-    report = graph_report(recipe, [], [], [label for label, _ in inputs])
-    report.results = rows
-    report.reference = {"kind": "zoo" if not is_model_source(reference) else "user model", "model": reference}
-    if all(r.status == "skipped" for r in rows):
-        raise RuntimeUnavailableError(f"no runtime here can run {path}: {'; '.join(sorted({r.reason for r in rows}))}")
+    rows = runtime_rows(path.parent, entry, cases, recipe.tolerance(precision), kinds, runtimes, threads)
+    report = graph_report(recipe, rows, [label for label, _, _ in cases],
+                          {"kind": "zoo" if zoo_recipe is not None else "user model", "model": reference})  # fmt: skip
+    _require_a_runtime(report, str(path))
     return report
 
 

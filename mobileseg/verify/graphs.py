@@ -65,11 +65,31 @@ def artifact_result(result: dict, file: str, version: str = "") -> ArtifactResul
                           result.get("tolerance", {}), cases)  # fmt: skip
 
 
-def graph_report(recipe, entries: list[dict], results: list[dict], inputs: list[str]) -> ParityReport:
-    """The `ParityReport` of a user's model (a `UserRecipe`) from its graph parity results."""
+def runtime_rows(
+    folder: Path, entry: dict, cases: list[tuple[str, dict, dict]], tolerance: dict, output_kinds: dict[str, str],
+    runtimes: list[str] | None = None, threads: int | None = 1,
+) -> list[ArtifactResult]:  # fmt: skip
+    """One row per runtime of ``entry``'s target (only ``runtimes`` when given): skipped where that runtime is
+    not here, else its `graph_parity` on ``cases``."""
+    from mobileseg.runtimes import runtimes_for
+
+    rows = []
+    for runtime in runtimes_for(entry["target"]):
+        if runtimes and runtime.name not in runtimes:
+            continue
+        reason = runtime.unavailable_reason()
+        if reason:
+            rows.append(ArtifactResult(entry["target"], entry["precision"], entry["file"], runtime.name, "skipped", reason))
+        else:
+            result = graph_parity(folder, entry, runtime.name, cases, tolerance, output_kinds, threads)
+            rows.append(artifact_result(result, entry["file"]))
+    return rows
+
+
+def graph_report(recipe, rows: list[ArtifactResult], inputs: list[str], reference: dict | None = None) -> ParityReport:
+    """The `ParityReport` of a model declared by a `UserRecipe` (a user's, or a zoo model read as one)."""
     from mobileseg.artifact import REFERENCE_PROGRAM
 
-    by_key = {(e["graph"], e["target"], e["precision"]): e["file"] for e in entries}
-    rows = [artifact_result(r, by_key.get((r["graph"], r["target"], r["precision"]), "")) for r in results]
     formats = sorted({s.pixel_format or "tensor" for s in recipe.inputs})
-    return ParityReport(recipe.name, "/".join(formats), inputs, rows, {"kind": "torch.export program", "file": REFERENCE_PROGRAM})
+    reference = reference or {"kind": "torch.export program", "file": REFERENCE_PROGRAM}
+    return ParityReport(recipe.name, "/".join(formats), inputs, rows, reference)
