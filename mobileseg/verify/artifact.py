@@ -52,7 +52,7 @@ def verify_graphs_folder(folder: Path, runtimes: list[str] | None = None, thread
     """Parity of a folder of named graphs (a user's model) against the ``torch.export`` program it keeps,
     on the parity inputs its recipe declares, on every runtime of each file's target (or ``runtimes``)."""
     from mobileseg.user_model import load_program, parity_cases, parse_user_recipe
-    from mobileseg.verify.graphs import graph_report, runtime_rows
+    from mobileseg.verify.graphs import graph_report, graph_rows
 
     manifest = read_manifest(folder)
     problems = check_hashes(folder, manifest)
@@ -65,7 +65,7 @@ def verify_graphs_folder(folder: Path, runtimes: list[str] | None = None, thread
     cases = parity_cases(load_program(folder / REFERENCE_PROGRAM), recipe, f"the reference program of {folder}")
     kinds = {s.name: s.kind for s in recipe.outputs}
     rows = [row for entry in manifest["artifacts"]
-            for row in runtime_rows(folder, entry, cases, recipe.tolerance(entry["precision"]), kinds, runtimes, threads)]  # fmt: skip
+            for row in graph_rows(folder, entry, cases, recipe.tolerance(entry["precision"]), kinds, runtimes, threads)]  # fmt: skip
     return graph_report(recipe, rows, [label for label, _, _ in cases])
 
 
@@ -104,7 +104,7 @@ def verify_file(
         checkpoint = resolve_weights(zoo_recipe, weights, False)
     from mobileseg.preprocess import build_reference
     from mobileseg.user_model import graph_of, load_module, parity_cases
-    from mobileseg.verify.graphs import graph_report, runtime_rows
+    from mobileseg.verify.graphs import graph_report, graph_rows
 
     module = load_module(source) if zoo_recipe is None else build_reference(zoo_recipe, checkpoint)
     cases = parity_cases(module, recipe, reference)
@@ -116,7 +116,7 @@ def verify_file(
         io["tensors"] = bind_tensors(path, cases[0][1], cases[0][2], str(path))
     entry = {"graph": graph.name, "target": target.name, "precision": precision, "file": path.name, "io": io}
     kinds = {s.name: s.kind for s in recipe.outputs}
-    rows = runtime_rows(path.parent, entry, cases, recipe.tolerance(precision), kinds, runtimes, threads)
+    rows = graph_rows(path.parent, entry, cases, recipe.tolerance(precision), kinds, runtimes, threads)
     report = graph_report(recipe, rows, [label for label, _, _ in cases],
                           {"kind": "zoo" if zoo_recipe is not None else "user model", "model": reference})  # fmt: skip
     _require_a_runtime(report, str(path))

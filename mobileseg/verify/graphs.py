@@ -1,19 +1,15 @@
-"""Parity of one exported graph file against PyTorch, on the real inputs of its parity cases: each output
-compared by name, the worst case per output kept. Used for every deployable with named graphs (the VOS
-subgraphs, users' models); the zoo's picture models add float64 references and label metrics on top
-(`verify/parity.py`)."""
+"""Parity of exported graph files (the VOS subgraphs, users' models, a single file made anywhere) against
+PyTorch, through the one parity loop (`verify/judge.py`): each output compared by name on the real inputs
+of the parity cases, the worst case per output kept."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from mobileseg.verify.metrics import check, compare
+from mobileseg.verify.judge import Case, file_row, runtime_rows
 from mobileseg.verify.results import ArtifactResult, ParityReport
 
 REPORTED = ("max_rel", "max_abs", "cosine")
-LABEL_KINDS = ("logits", "probabilities", "softmax_logits", "sigmoid_logit")
 
 
 def _worst(metrics: dict | None, new: dict) -> dict:
@@ -23,37 +19,38 @@ def _worst(metrics: dict | None, new: dict) -> dict:
     return {k: worse[k](metrics[k], new[k]) if k in worse and k in metrics else new[k] for k in new}
 
 
+def summary(row: ArtifactResult, graph: str) -> dict:
+    """A file's row as a graph's parity record: per output the worst metrics over the cases (``REPORTED``, and
+    label agreement where judged), the failures as ``OUTPUT on CASE: ...``; an error row keeps its reason."""
+    result = {"graph": graph, "target": row.target, "precision": row.precision, "runtime": row.runtime}
+    if row.status == "error":
+        return {**result, "passed": False, "error": row.reason.split(": ", 1)[-1] or row.reason}
+    metrics: dict[str, dict] = {}
+    for case in row.cases:
+        if case["metrics"]:
+            kept = {k: case["metrics"][k] for k in REPORTED + ("argmax_agreement",) if k in case["metrics"]}
+            metrics[case["output"]] = _worst(metrics.get(case["output"]), kept)
+    failures = [f"{case['output']} on {case['input']}: {f}" for case in row.cases for f in case["failures"]]
+    return {**result, "passed": not failures, "metrics": metrics, "failures": failures, "tolerance": dict(row.tolerance)}
+
+
+def graph_cases(entry: dict, cases: list[Case]) -> list[Case]:
+    """``cases`` restricted to the inputs and outputs ``entry``'s file has."""
+    io = entry["io"]
+    return [(label, {n: inputs[n] for n in io["inputs"]}, {n: expected[n] for n in io["outputs"]}) for label, inputs, expected in cases]
+
+
 def graph_parity(
-    folder: Path, entry: dict, runtime: str, cases: list[tuple[str, dict, dict]], tolerance: dict,
+    folder: Path, entry: dict, runtime: str, cases: list[Case], tolerance: dict,
     output_kinds: dict[str, str] | None = None, threads: int | None = 1,
 ) -> dict:  # fmt: skip
-    """Run the file of manifest ``entry`` on ``runtime`` with every case's inputs; per output, the worst
-    metrics over the cases against PyTorch's (``output_kinds`` adds label agreement for logits and
-    probabilities with a channel axis). A file a runtime cannot load or run fails, with the reason."""
+    """The `summary` of the file of manifest ``entry`` run on ``runtime`` with every case's inputs
+    (``output_kinds`` adds label agreement for logits and probabilities with a channel axis)."""
     from mobileseg.runtimes import get_runtime
 
     graph = entry.get("graph", entry.get("subgraph"))
-    result = {"graph": graph, "target": entry["target"], "precision": entry["precision"], "runtime": runtime}
-    io = entry["io"]
-    metrics: dict[str, dict] = {}
-    failures: list[str] = []
-    try:
-        session = get_runtime(runtime).load(Path(folder) / entry["file"], threads=threads, io=io)
-        for label, inputs, expected in cases:
-            outputs = session.run({name: inputs[name] for name in io["inputs"]})
-            for name in io["outputs"]:
-                reference = expected[name]
-                got = np.asarray(outputs[name], dtype=np.float32).reshape(reference.shape)
-                kind = (output_kinds or {}).get(name)
-                labelled = kind in LABEL_KINDS and reference.ndim == 4
-                m = compare(reference, got, kind if labelled else None)
-                kept = {k: m[k] for k in REPORTED + (("argmax_agreement",) if labelled else ())}
-                metrics[name] = _worst(metrics.get(name), kept)
-                failures += [f"{name} on {label}: {f}" for f in check(m, tolerance)]
-    except Exception as exc:  # noqa: BLE001 (a runtime that cannot load or run a file is a parity failure)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {**result, "passed": False, "error": message}
-    return {**result, "passed": not failures, "metrics": metrics, "failures": failures, "tolerance": dict(tolerance)}
+    row = file_row(folder, entry, get_runtime(runtime), graph_cases(entry, cases), tolerance, output_kinds, threads)
+    return summary(row, graph)
 
 
 def artifact_result(result: dict, file: str, version: str = "") -> ArtifactResult:
@@ -65,25 +62,19 @@ def artifact_result(result: dict, file: str, version: str = "") -> ArtifactResul
                           result.get("tolerance", {}), cases)  # fmt: skip
 
 
-def runtime_rows(
-    folder: Path, entry: dict, cases: list[tuple[str, dict, dict]], tolerance: dict, output_kinds: dict[str, str],
+def graph_rows(
+    folder: Path, entry: dict, cases: list[Case], tolerance: dict, output_kinds: dict[str, str],
     runtimes: list[str] | None = None, threads: int | None = 1,
 ) -> list[ArtifactResult]:  # fmt: skip
     """One row per runtime of ``entry``'s target (only ``runtimes`` when given): skipped where that runtime is
-    not here, else its `graph_parity` on ``cases``."""
-    from mobileseg.runtimes import runtimes_for
+    not here, else the graph's parity on ``cases`` (one case per output, its worst)."""
+    graph = entry.get("graph", entry.get("subgraph"))
 
-    rows = []
-    for runtime in runtimes_for(entry["target"]):
-        if runtimes and runtime.name not in runtimes:
-            continue
-        reason = runtime.unavailable_reason()
-        if reason:
-            rows.append(ArtifactResult(entry["target"], entry["precision"], entry["file"], runtime.name, "skipped", reason))
-        else:
-            result = graph_parity(folder, entry, runtime.name, cases, tolerance, output_kinds, threads)
-            rows.append(artifact_result(result, entry["file"]))
-    return rows
+    def row(runtime) -> ArtifactResult:
+        judged = file_row(folder, entry, runtime, graph_cases(entry, cases), tolerance, output_kinds, threads)
+        return artifact_result(summary(judged, graph), entry["file"], judged.version)
+
+    return runtime_rows(entry, row, runtimes, tolerance)
 
 
 def graph_report(recipe, rows: list[ArtifactResult], inputs: list[str], reference: dict | None = None) -> ParityReport:

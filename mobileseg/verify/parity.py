@@ -1,4 +1,5 @@
-"""Parity of exported artifacts against the PyTorch reference, on real photos and seeded random images."""
+"""Parity of the zoo's exported picture models against the PyTorch reference, on real photos and seeded
+random images (the judging loop is `verify/judge.py`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from torch import nn
 from mobileseg.preprocess import format_input
 from mobileseg.images import photo, quantize_pixels, random_image, resize_rgb01
 from mobileseg.recipes import Recipe
-from mobileseg.runtimes import runtimes_for
 from mobileseg.runtimes.torch_runtime import TorchRuntime
-from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, labels, widened
-from mobileseg.verify.results import ArtifactResult, ParityReport, json_safe  # noqa: F401  (ParityReport re-exported)
+from mobileseg.verify.judge import file_row, runtime_rows
+from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, widened
+from mobileseg.verify.results import ParityReport, json_safe  # noqa: F401  (ParityReport re-exported)
 
 
 class Float64Reference:
@@ -87,7 +88,8 @@ def run_parity(
     runtime_names: list[str] | None = None,
     threads: int | None = None,
 ) -> ParityReport:
-    """Run every artifact on every available runtime for its target and compare with ``reference``.
+    """Run every artifact on every available runtime for its target and compare with ``reference``, through
+    the one parity loop (`verify/judge.py`); fp32 files that miss get the float64 second opinion.
 
     ``artifacts`` are manifest entries ``{"target", "precision", "file", ...}``; ``runtime_names``
     restricts the runtimes tried (default: all of them).
@@ -96,61 +98,33 @@ def run_parity(
     input_name = "image"
     torch_session = TorchRuntime().from_module(reference, [input_name], ["logits"], threads)
     expected = [torch_session.run({input_name: case.as_format(recipe.input_format, recipe)})["logits"] for case in cases]
-    expected_labels = [labels(e, output_kind) for e in expected] if output_kind is not None else [None] * len(expected)
     float64_reference = Float64Reference(reference)
     floors: dict[int, dict[str, float]] = {}
+
+    def second_opinion(index: int, name: str, candidate: np.ndarray, tolerance: dict):
+        exact = float64_reference(index, cases[index].as_format(recipe.input_format, recipe))
+        if exact is None:
+            return None
+        if index not in floors:  # PyTorch float32 against float64: the same for every artifact
+            floors[index] = compare(exact, expected[index], output_kind)
+        exact_metrics = compare(exact, candidate, output_kind)
+        if check(exact_metrics, widened(tolerance, floors[index])):
+            return None
+        return exact_metrics, {"reference": "float64", "float32_floor": json_safe(floors[index])}
+
+    def judged(tolerance: dict):
+        return lambda label: tolerance.get(JUDGED_ON_KEY, "all") == "all" or label.startswith("photo:")
+
     results = []
     for artifact in artifacts:
         tolerance = recipe.tolerance(artifact["target"], artifact["precision"])
-        for runtime in runtimes_for(artifact["target"]):
-            if runtime_names and runtime.name not in runtime_names:
-                continue
-            result = ArtifactResult(
-                artifact["target"], artifact["precision"], artifact["file"], runtime.name, "pass", tolerance=tolerance
-            )
-            results.append(result)
-            reason = runtime.unavailable_reason()
-            if reason:
-                result.status, result.reason = "skipped", reason
-                continue
-            try:
-                io = artifact.get("io", {})
-                input_format = io.get("input", {}).get("format", recipe.input_format)
-                session = runtime.load(folder / artifact["file"], threads=threads, io=io)
-                result.version = session.info.version
-                outputs = [session.run({session.input_names[0]: case.as_format(input_format, recipe)}) for case in cases]
-            except Exception as exc:  # a runtime crash is a parity failure, reported, not raised
-                result.status, result.reason = "error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                continue
-            for index, (case, ref, ref_labels, out) in enumerate(zip(cases, expected, expected_labels, outputs)):
-                candidate = next(iter(out.values()))
-                gated = tolerance.get(JUDGED_ON_KEY, "all") == "all" or case.label.startswith("photo:")
-                record = {}
-                try:
-                    metrics = compare(ref, candidate, output_kind, ref_labels)
-                    failures = check(metrics, tolerance) if gated else []
-                    if failures and artifact["precision"] == "fp32":
-                        exact = float64_reference(index, case.as_format(recipe.input_format, recipe))
-                        if exact is not None:
-                            if index not in floors:  # PyTorch float32 against float64: the same for every artifact
-                                floors[index] = compare(exact, ref, output_kind)
-                            floor = floors[index]
-                            exact_metrics = compare(exact, candidate, output_kind)
-                            if not check(exact_metrics, widened(tolerance, floor)):
-                                metrics, failures = exact_metrics, []
-                                record = {"reference": "float64", "float32_floor": json_safe(floor)}
-                    bad = int(np.size(candidate) - np.isfinite(candidate).sum())
-                    if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
-                        failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")
-                except ValueError as exc:
-                    metrics, failures = {}, [str(exc)]
-                result.cases.append({
-                    "input": case.label, "output": "logits", "gated": gated, "metrics": metrics, "failures": failures, **record,
-                })  # fmt: skip
-                if failures:
-                    result.status = "fail"
-            if result.status == "fail":
-                result.reason = "; ".join(sorted({f for c in result.cases for f in c["failures"]}))
+        input_format = artifact.get("io", {}).get("input", {}).get("format", recipe.input_format)
+        formatted = [(case.label, {input_name: case.as_format(input_format, recipe)}, {"logits": out})
+                     for case, out in zip(cases, expected)]  # fmt: skip
+        opinion = second_opinion if artifact["precision"] == "fp32" else None
+        results += runtime_rows(artifact, lambda runtime: file_row(
+            folder, artifact, runtime, formatted, tolerance, {"logits": output_kind}, threads, judged(tolerance), opinion,
+        ), runtime_names, tolerance)  # fmt: skip
     return ParityReport(
         model=recipe.model,
         input_format=recipe.input_format,
