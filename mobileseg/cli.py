@@ -230,6 +230,7 @@ def export(
     calibration: Annotated[Optional[Path], typer.Option(help="Folder of images to calibrate TFLite int8 with (default: bundled photos).")] = None,
     float_fallback: Annotated[Optional[bool], typer.Option("--float-fallback/--no-float-fallback", help="Core ML fp16, TFLite fp16/dynamic: keep in float32 the ops reduced precision wrecks (default on).")] = None,
     bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="TFLite int8: take each convolution's mean output shift on the calibration crops out of its bias (default on).")] = None,
+    lean: Annotated[bool, typer.Option("--lean/--plain", help="Float files without denormal constants and with dead channels frozen, proven against the plain network (default); --plain converts the network as it is.")] = True,
     recipe: Annotated[Optional[Path], typer.Option(help="A recipe YAML instead of export_recipes/<model>.yaml.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Artifact folder (default artifacts/<model>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact folder.")] = False,
@@ -253,7 +254,7 @@ def export(
         random_weights=random_weights, input_size=parse_size(input_size), input_format=input_format,
         dynamic_batch=dynamic_batch, opset=opset, coreml_input=coreml_input, keep_nchw=keep_nchw,
         int8_io=int8_io, calibration=calibration, float_fallback=float_fallback, bias_correction=bias_correction,
-        out=out_dir, force=force, use_cache=not no_cache, recipe=recipe, options=parse_settings(settings),
+        out=out_dir, force=force, use_cache=not no_cache, recipe=recipe, options=parse_settings(settings), lean=lean,
     )  # fmt: skip
     with err.status(f"exporting {model}") as status:
         result = export_model(request, progress=lambda msg: status.update(msg))

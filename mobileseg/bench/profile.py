@@ -375,6 +375,9 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         lambda: session.run(feed), protocol.iterations, protocol.warmup, protocol.wait_s, protocol.min_time_s,
         (lambda i: on_iteration(i, protocol.iterations)) if on_iteration else None,
     )  # fmt: skip
+    from mobileseg.runtimes.denormals import denormal_probe
+
+    denormals = denormal_probe(lambda: session.run(feed), runs=min(protocol.iterations, 10))
     return {
         "runtime": {"name": runtime.name, "version": session.info.version, "threads": protocol.threads,
                     "details": session.info.details},
@@ -384,6 +387,7 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         "samples_ms": stats.samples_ms,
         "wall_s": time.perf_counter() - started,
         "measured_on": "host",
+        "denormals": denormals,
     }  # fmt: skip
 
 
@@ -411,4 +415,5 @@ def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement:
         "stats_ms": measurement["stats_ms"],
         "samples_ms": measurement["samples_ms"],
         "wall_s": measurement["wall_s"],
+        **({"denormals": measurement["denormals"]} if "denormals" in measurement else {}),
     }  # fmt: skip

@@ -79,6 +79,10 @@ def profile_rows(result: dict) -> tuple[list[str], list[list[str]]]:
            f"{result['artifact']['target']} {result['artifact'].get('precision') or ''}".strip(),
            _ms(result.get("load_ms")), _ms(result.get("first_ms")), *[_ms(stats[k]) for k in keys],
            f"{stats.get('cv', 0):.3f}", str(stats["count"])]  # fmt: skip
+    probe = result.get("denormals") or {}
+    if probe.get("supported"):
+        header.append("denormals")
+        row.append(f"{probe['ratio']:.2f}× {'bound' if probe['bound'] else 'ok'}")
     return header, [row]
 
 

@@ -36,18 +36,29 @@ def export_graphs(
     deployable: Deployable, cases: ParityCases, precisions: dict[str, list[str]], options: dict[str, Any],
     staging: Path, metadata: Callable[[str], dict[str, str]], description: Callable[[str], str] = lambda _: "",
     say: Callable[[str], None] = lambda _: None, output_kinds: dict[str, dict[str, str]] | None = None,
+    lean: bool = True,
 ) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """Write ``TARGET/GRAPH_PRECISION.SUFFIX`` for every graph of ``deployable`` and every target of
     ``precisions`` (in order; tflite converts the onnx file when onnx came first) into ``staging``;
-    returns the manifest entries and the parity result of each file."""
+    returns the manifest entries and the parity result of each file. With ``lean``, a graph with denormal
+    or tiny constants or dead channels is exported lean (`export/lean.py`) once proven on its cases."""
     check_graph_precisions(precisions)
     onnx = target_registry.get("onnx")
     entries, parity = [], []
+    leaner, records = {}, {}
+    if lean:
+        fp32 = deployable.tolerances.get("fp32") or target_registry.get("onnx").default_tolerances["fp32"]
+        for graph in deployable.graphs:
+            lean_graph, record = lean_graph_of(graph, cases[graph.name], fp32, (output_kinds or {}).get(graph.name))
+            if record is not None:
+                records[graph.name] = record.to_dict()
+                if lean_graph is not None:
+                    leaner[graph.name] = lean_graph
     for name, wanted in precisions.items():
         target = target_registry.get(name)
         (staging / name).mkdir(exist_ok=True)
         runtime = target.parity_runtime()
-        for graph in deployable.graphs:
+        for graph in [leaner.get(g.name, g) for g in deployable.graphs]:
             files = {p: target.file_name(graph.name, p, f"{name}/") for p in wanted}
             say(f"{name} {', '.join(files)}: {graph.name}")
             label, examples, expected = cases[graph.name][0]
@@ -58,10 +69,42 @@ def export_graphs(
             )  # fmt: skip
             for precision, file in files.items():
                 entry = {"graph": graph.name, "target": name, "precision": precision, "file": file, **details[precision]}
+                if graph.name in records:
+                    entry["lean"] = records[graph.name]
                 entries.append(entry)
                 parity.append(graph_parity(staging, entry, runtime, cases[graph.name], deployable.tolerances[precision],
                                            (output_kinds or {}).get(graph.name)))  # fmt: skip
     return entries, parity
+
+
+def lean_graph_of(graph, cases, tolerance: dict, kinds: dict[str, str] | None):
+    """(the graph with its lean module or None, the `LeanRecord` or None): None, None when the lean module
+    would change nothing; the record says why a lean module that misses ``tolerance`` on the cases is not used."""
+    import dataclasses
+
+    import torch
+
+    from mobileseg.export.lean import lean_module, prove
+
+    def run(module, inputs):
+        with torch.no_grad():
+            outputs = module(*[torch.from_numpy(inputs[n]) for n in graph.input_names])
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        return {n: o.numpy() for n, o in zip(graph.output_names, outputs)}
+
+    samples = [tuple(torch.from_numpy(inputs[n]) for n in graph.input_names) for _, inputs, _ in cases]
+    lean, record = lean_module(graph.module, samples)
+    if not (record.denormal_constants or record.tiny_constants or record.dead_channels):
+        return None, None
+    applied = True
+    for label, inputs, expected in cases:
+        outputs = run(lean, inputs)
+        for name in graph.output_names:
+            kind = (kinds or {}).get(name)
+            labelled = kind in ("logits", "probabilities") and expected[name].ndim == 4
+            applied &= prove(record, {f"{label}.{name}": expected[name]}, {f"{label}.{name}": outputs[name]}, tolerance,
+                             "softmax_logits" if labelled else None)  # fmt: skip
+    return (dataclasses.replace(graph, module=lean) if applied else None), record
 
 
 # ---- a user's model: plan (no PyTorch), then export ---------------------------------------------------
@@ -147,6 +190,7 @@ def export_user_model(plan: UserPlan, request, say: Callable[[str], None]):
             deployable, deployable.parity_cases(), plan.precisions, plan.options, staging,
             metadata=lambda _: {"mobileseg.model": recipe.name, "mobileseg.source": plan.source.text},
             description=lambda _: f"{recipe.name} (mobileseg export --model {plan.source.text})", say=say, output_kinds=kinds,
+            lean=request.lean,
         )  # fmt: skip
         rows = [artifact_result(result, entry["file"]) for entry, result in zip(entries, results)]
         report = graph_report(recipe, rows, [label for label, _ in inputs])
@@ -163,7 +207,7 @@ def export_user_model(plan: UserPlan, request, say: Callable[[str], None]):
             "artifacts": entries,
             "versions": plan.versions,
             "fingerprint": export_fingerprint_of({"recipe": recipe.to_dict(), "program": program_digest,
-                                                  "precisions": plan.precisions}, plan.versions),  # fmt: skip
+                                                  "precisions": plan.precisions, "lean": request.lean}, plan.versions),  # fmt: skip
             "notes": [],
             "parity": {"passed": report.passed, "report": "parity.json"},
         })  # fmt: skip

@@ -58,6 +58,7 @@ class ExportRequest:
     use_cache: bool = True
     recipe: Path | None = None
     threads: int | None = 1
+    lean: bool = True  # float files convert the lean module (export/lean.py): no denormals, dead channels frozen
     options: dict[str, dict] = field(default_factory=dict)  # target → recipe option → value (`--set`)
 
     def option_overrides(self, targets: list[str]) -> dict[str, dict]:
@@ -154,10 +155,10 @@ def export_fingerprint_of(identity: dict, versions: dict) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
-def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None) -> str:
+def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None, lean: bool = True) -> str:
     """What determines an artifact folder's content: recipe, weights, tool versions, mobileseg's code."""
     identity = {"recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"), "threads": threads}
-    return export_fingerprint_of(identity, versions)
+    return export_fingerprint_of(identity if lean else {**identity, "lean": False}, versions)
 
 
 def _cached(out: Path, fingerprint: str, recipe: Recipe) -> ExportResult | None:
@@ -224,7 +225,7 @@ def plan_export(request: ExportRequest) -> ExportPlan | UserPlan:
     weights = resolve_weights(recipe, request.weights, request.random_weights)
     weights_info = weights_record(recipe, weights)
     versions = tool_versions()
-    fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads)
+    fingerprint = export_fingerprint(recipe, weights_info, versions, request.threads, request.lean)
     return ExportPlan(recipe, targets, target_options, options, onnx_options, out, weights, weights_info, versions, fingerprint)
 
 
@@ -277,10 +278,12 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
 
     with staging_folder(out, request.force) as staging, scratch("export-") as scratch_dir:
         job = PictureJob(
-            recipe, reference, staging, scratch_dir, plan.options, plan.onnx,
-            make_onnx=lambda path: export_onnx(reference, example, path, plan.onnx, metadata=_onnx_metadata(recipe)),
+            recipe, reference, reference, staging, scratch_dir, plan.options, plan.onnx,
+            make_onnx=lambda path: export_onnx(job.exported, example, path, plan.onnx, metadata=_onnx_metadata(recipe)),
             make_calibration=calibration, say=say,
         )  # fmt: skip
+        floats = [p for name in plan.targets for p in target_registry.get(name).chosen_precisions(plan.target_options[name]) if p != "int8"]
+        lean = _lean(job, request.lean) if floats else None
         if "tflite" in plan.targets:
             job.onnx_file()  # first, as TFLite converts it (the ONNX export's time is its own)
         artifacts = [entry for name in plan.targets for entry in target_registry.get(name).export_picture_model(job)]
@@ -306,8 +309,41 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
             "fingerprint": plan.fingerprint,
             "notes": job.notes,
             "parity": {"passed": report.passed, "report": "parity.json"},
+            **({"lean": lean.to_dict()} if lean else {}),
         })  # fmt: skip
     return ExportResult(out, manifest, report, recipe, reference, timings={k: round(v, 3) for k, v in job.timings.items()})
+
+
+LEAN_SAMPLES = 4  # calibration pictures dead channels are judged on (a dead channel is constant on any)
+
+
+def _lean(job, wanted: bool):
+    """Make ``job.exported`` the lean module when it meets the fp32 tolerance against the plain one on the
+    recipe's photos; returns its `LeanRecord` (None when not wanted)."""
+    import torch
+
+    from mobileseg.export.lean import lean_module, prove
+    from mobileseg.preprocess import format_input
+    from mobileseg.verify.parity import parity_inputs
+
+    if not wanted:
+        return None
+    recipe = job.recipe
+    job.say("making the lean float graph (no denormals, dead channels frozen)")
+    started = time.perf_counter()
+    samples = format_input(job.calibration(LEAN_SAMPLES), recipe.input_format, recipe.normalization)
+    lean, record = lean_module(job.reference, torch.from_numpy(samples))
+    cases = parity_inputs(recipe)
+    photos = [case for case in cases if case.label.startswith("photo:")] or cases
+    with torch.no_grad():
+        runs = {model: {case.label: model(torch.from_numpy(case.as_format(recipe.input_format, recipe))).numpy()
+                        for case in photos} for model in (job.reference, lean)}  # fmt: skip
+    if prove(record, runs[job.reference], runs[lean], recipe.tolerance("onnx", "fp32"), zoo.spec(recipe.model).output_kind):
+        job.exported = lean
+    else:
+        job.notes.append(f"float files convert the plain network: {record.reason}")
+    job.timings["lean"] = time.perf_counter() - started
+    return record
 
 
 def _onnx_metadata(recipe: Recipe) -> dict[str, str]:

@@ -297,7 +297,7 @@ def _run_hooked(model: nn.Module, samples: torch.Tensor, hooks: list) -> None:
     """Run ``model`` on each of ``samples`` (one at a time) for its measuring ``hooks``, then remove them."""
     try:
         for sample in samples:
-            model(sample[None])
+            model(*sample) if isinstance(sample, tuple) else model(sample[None])
     finally:
         for hook in hooks:
             hook.remove()
@@ -343,7 +343,7 @@ def balance_concatenations(model: nn.Module, samples: torch.Tensor, tolerated_ra
 
 
 @torch.no_grad()
-def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: float = 1e-6) -> int:
+def freeze_dead_channels(model: nn.Module, samples, tolerance: float = 1e-6, zero_below: float = 0.0) -> int:
     """Make the BN output channels that are constant on ``samples`` exactly constant; returns how many.
 
     For int8 export, in place. The authors' checkpoints carry channels that died in training (~120 in
@@ -353,7 +353,9 @@ def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: flo
     int8 rounding noise of the convolution's input instead, and a constant channel carries noise of
     whole units on. A channel whose standard deviation over ``samples`` ((N, 3, H, W) inputs of
     ``model``) is at most ``tolerance`` × its tensor's peak |x| gets weight 0 and its mean as bias (the
-    network's output moves by ~1e-5 of its peak).
+    network's output moves by ~1e-5 of its peak). A frozen constant of at most ``zero_below`` × the peak
+    becomes 0 (a float export: such constants are ~1e-40, denormal numbers, and slow CPUs down). ``samples``
+    may also be a list of argument tuples (a model with several inputs).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
@@ -382,7 +384,7 @@ def freeze_dead_channels(model: nn.Module, samples: torch.Tensor, tolerance: flo
         dead = (m2 / count).sqrt() <= tolerance * peak
         if dead.any():
             norm.weight[dead] = 0.0
-            norm.bias[dead] = mean[dead].to(norm.bias.dtype)
+            norm.bias[dead] = torch.where(mean[dead].abs() <= zero_below * peak, 0.0, mean[dead]).to(norm.bias.dtype)
             frozen += int(dead.sum())
     return frozen
 

@@ -21,6 +21,9 @@ class OnnxRuntimeSession(Session):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Not "session.set_denormal_as_zero": it can leave FTZ/DAZ set on the calling thread for the rest of the
+        # process (measured: it did when this session was made), changing every later float computation, PyTorch's
+        # reference included. The profile measures both ways instead (runtimes/denormals.py).
         start = time.perf_counter()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -159,7 +159,8 @@ class PictureJob:
     the calibration pictures kept apart from parity (int8 ranges, the float fallbacks' op choices)."""
 
     recipe: Any  # recipes.Recipe
-    reference: Any  # nn.Module: the network wrapped with the recipe's preprocessing
+    reference: Any  # nn.Module: the network wrapped with the recipe's preprocessing (int8 starts from it)
+    exported: Any  # nn.Module the float files convert: the reference, lean (`export/lean.py`) unless asked not to
     staging: Path
     scratch: Path
     options: dict[str, Any]  # target name → its typed options

@@ -50,7 +50,7 @@ class CoreMLTarget(Target):
         job.say("converting to Core ML")
         started = time.perf_counter()
         shape = (recipe.batch, 3, *recipe.input_size)
-        entries = export_coreml(job.reference.model, shape, job.staging, options, model_card(recipe), calibration)
+        entries = export_coreml(job.exported.model, shape, job.staging, options, model_card(recipe), calibration)
         job.notes += coremltools_notes()
         job.timings["coreml"] = time.perf_counter() - started
         return entries

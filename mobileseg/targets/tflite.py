@@ -74,7 +74,7 @@ def _picture_files(job, options: TfliteOptions, onnx_path: Path, calibration_cou
     float_precisions = tuple(p for p in options.precisions if p != "int8")
     entries = []
     if float_precisions:
-        entries += _convert(job, job.reference, onnx_path, example, replace(options, precisions=float_precisions),
+        entries += _convert(job, job.exported, onnx_path, example, replace(options, precisions=float_precisions),
                             calibration, output_shape, job.scratch / "float")  # fmt: skip
     if "int8" in options.precisions:
         entries += _int8(job, example, replace(options, precisions=("int8",)), calibration, output_shape)
