@@ -12,8 +12,9 @@ denormals-are-zero are set on the computing thread (on an Intel Xeon, SINet on o
 
 * tiny weights: normal numbers such as a PReLU slope of -7.9e-36, whose products are denormal.
 
-`lean_module` does all three on a copy (dead channels first, as freezing can write denormal means) and the
-export proves the result on real photos against the plain module (`proof`), or exports the plain one.
+`lean_module` does all three on a copy (dead channels first, as freezing can write denormal means), with
+the exact graph rewrites of `export.rewrites` between freezing and zeroing (folding multiplies constants),
+and the export proves the result on real photos against the plain module (`proof`), or exports the plain one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class LeanRecord:
     denormal_constants: int = 0
     tiny_constants: int = 0  # normal, but below TINY_WEIGHT
     dead_channels: int = 0
+    rewrites: dict = field(default_factory=dict)  # rewrite name → places changed (export.rewrites)
+    graph_ops: dict = field(default_factory=dict)  # "plain" / "lean" → ONNX op type → count
     proof: dict = field(default_factory=dict)  # input label → metrics (verify.metrics.compare)
     applied: bool = True
     reason: str = ""
@@ -49,7 +52,9 @@ class LeanRecord:
 
         record = {"applied": self.applied, "denormal_constants_zeroed": self.denormal_constants,
                   "tiny_constants_zeroed": self.tiny_constants, "dead_channels_frozen": self.dead_channels,
-                  "proof": {label: json_safe(m) for label, m in self.proof.items()}}  # fmt: skip
+                  "rewrites": self.rewrites, "proof": {label: json_safe(m) for label, m in self.proof.items()}}  # fmt: skip
+        if self.graph_ops:
+            record["graph_ops"] = self.graph_ops
         if self.reason:
             record["reason"] = self.reason
         return record
@@ -78,15 +83,18 @@ def _float_tensors(module: nn.Module) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def lean_module(module: nn.Module, samples) -> tuple[nn.Module, LeanRecord]:
+def lean_module(module: nn.Module, samples, rewrite: bool = True) -> tuple[nn.Module, LeanRecord]:
     """A copy of ``module`` with dead channels frozen (judged on ``samples``: an (N, ...) batch of its one
-    input, or a list of argument tuples), then its denormal constants and those below ``TINY_WEIGHT`` set to zero."""
+    input, or a list of argument tuples), the exact rewrites applied (unless not ``rewrite``), then its
+    denormal constants and those below ``TINY_WEIGHT`` set to zero."""
+    from mobileseg.export.rewrites import apply_rewrites
     from mobileseg.quantize.rewrites import freeze_dead_channels
 
     lean = copy.deepcopy(module).eval()
     dead = freeze_dead_channels(lean, samples, DEAD_CHANNEL_TOLERANCE, zero_below=NEGLIGIBLE_CONSTANT)
+    rewrites = apply_rewrites(lean) if rewrite else {}
     denormal = zero_tiny_constants(lean)
-    return lean, LeanRecord(denormal, zero_tiny_constants(lean, TINY_WEIGHT), dead)
+    return lean, LeanRecord(denormal, zero_tiny_constants(lean, TINY_WEIGHT), dead, rewrites)
 
 
 def prove(record: LeanRecord, plain: dict[str, np.ndarray], lean: dict[str, np.ndarray], tolerance: dict,

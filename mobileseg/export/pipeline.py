@@ -319,27 +319,41 @@ LEAN_SAMPLES = 4  # calibration pictures dead channels are judged on (a dead cha
 
 def _lean(job, wanted: bool):
     """Make ``job.exported`` the lean module when it meets the fp32 tolerance against the plain one on the
-    recipe's photos; returns its `LeanRecord` (None when not wanted)."""
+    recipe's photos; returns its `LeanRecord` (None when not wanted), with the ONNX op counts of both graphs
+    and, per photo, both graphs' distance to the plain network run in float64."""
     import torch
 
     from mobileseg.export.lean import lean_module, prove
-    from mobileseg.preprocess import format_input
-    from mobileseg.verify.parity import parity_inputs
+    from mobileseg.export.onnx import export_onnx
+    from mobileseg.preprocess import example_input, format_input
+    from mobileseg.verify.metrics import compare
+    from mobileseg.verify.parity import Float64Reference, parity_inputs
 
     if not wanted:
         return None
     recipe = job.recipe
-    job.say("making the lean float graph (no denormals, dead channels frozen)")
+    job.say("making the lean float graph (no denormals, dead channels frozen, exact rewrites)")
     started = time.perf_counter()
     samples = format_input(job.calibration(LEAN_SAMPLES), recipe.input_format, recipe.normalization)
     lean, record = lean_module(job.reference, torch.from_numpy(samples))
     cases = parity_inputs(recipe)
     photos = [case for case in cases if case.label.startswith("photo:")] or cases
+    feeds = {case.label: case.as_format(recipe.input_format, recipe) for case in photos}
     with torch.no_grad():
-        runs = {model: {case.label: model(torch.from_numpy(case.as_format(recipe.input_format, recipe))).numpy()
-                        for case in photos} for model in (job.reference, lean)}  # fmt: skip
+        runs = {model: {label: model(torch.from_numpy(feed)).numpy() for label, feed in feeds.items()}
+                for model in (job.reference, lean)}  # fmt: skip
     if prove(record, runs[job.reference], runs[lean], recipe.tolerance("onnx", "fp32"), zoo.spec(recipe.model).output_kind):
         job.exported = lean
+        exact = Float64Reference(job.reference)
+        for index, (label, feed) in enumerate(feeds.items()):
+            truth = exact(index, feed)
+            if truth is not None:
+                record.proof[label]["max_rel_to_float64"] = {
+                    name: compare(truth, runs[model][label])["max_rel"] for name, model in (("plain", job.reference), ("lean", lean))
+                }  # fmt: skip
+        example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
+        plain_info = export_onnx(job.reference, example, job.scratch / "plain.onnx", job.onnx_options)
+        record.graph_ops = {"plain": plain_info.op_counts, "lean": job.onnx_file()[1].op_counts}
     else:
         job.notes.append(f"float files convert the plain network: {record.reason}")
     job.timings["lean"] = time.perf_counter() - started

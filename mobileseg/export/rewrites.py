@@ -1,0 +1,151 @@
+"""Exact graph rewrites: the same function with fewer layout and elementwise ops, found by block type.
+
+Each rewrite changes a copy of the network in place and returns how many places it changed. The results
+differ from the plain network only by float rounding (a sum in another order); the export proves them on
+real photos with the lean graph (`export.lean`), and records them with the op counts before and after.
+
+* ``channel_shuffles``: an S2 module's shuffle (reshape – transpose – reshape; in TFLite a GATHER or five
+  layout ops) becomes the channel order of the per-channel ops of the branches that read it.
+* ``squeeze_excite_as_convolutions``: the SE's linear layers as 1×1 convolutions on the (N, C, 1, 1)
+  pooled tensor, so the graph stays 4-D and needs no flatten or reshape around its PReLUs.
+* ``merge_batchnorms``: the batch norm after a module's concatenation folded into the last linear op of
+  each branch (and, after a residual sum, a depthwise 1×1 convolution of the residual input).
+* ``batchnorms_before_upsampling``: a batch norm after a bilinear upsampling moved before it (interpolation
+  weights sum to one, so a per-channel affine commutes with it): it scales 4× fewer values, and where a
+  convolution comes first (an S2 block's pointwise conv, SINet's classifier) the exporter folds it away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from mobileseg.quantize.rewrites import _OneLevel, fold_merge_batchnorm
+from mobileseg.zoo.blocks import ChannelShuffle, MergeModule, S2Block, S2Module, SqueezeExcite
+
+Rewrite = Callable[[nn.Module], int]
+
+
+@torch.no_grad()
+def fold_channel_shuffles(network: nn.Module) -> int:
+    """Drop every S2 module's channel shuffle and permute its branches' input channels instead."""
+    count = 0
+    for module in network.modules():
+        if not (isinstance(module, S2Module) and isinstance(module.shuffle, ChannelShuffle)):
+            continue
+        groups, width = module.shuffle.groups, module.reduce.out_channels
+        # shuffled channel c is the reduce conv's channel order[c]
+        order = torch.arange(width).view(groups, width // groups).t().reshape(-1)
+        for branch in module.branches:
+            _read_channels_in_order(branch, order)
+        module.shuffle = nn.Identity()
+        count += 1
+    return count
+
+
+def _read_channels_in_order(block: S2Block, order: torch.Tensor) -> None:
+    """Make ``block`` compute on ``x`` what it computed on ``x[:, order]``: every op before its pointwise
+    conv is per channel, so its channel c moves to ``order[c]``, and the pointwise conv's columns with it."""
+    inverse = torch.argsort(order)
+    per_channel = [block.dw_v, block.dw_v_bn, block.dw_h, block.dw_h_bn] if block.factorized else [block.dw, block.dw_bn]
+    if block.act.num_parameters > 1:
+        per_channel.append(block.act)
+    for op in per_channel:
+        for tensor in [*op.parameters(recurse=False), *op.buffers(recurse=False)]:
+            if tensor.dim() > 0 and tensor.shape[0] == order.numel():
+                tensor.copy_(tensor[inverse])
+    block.pw.weight.copy_(block.pw.weight[:, inverse])
+
+
+class ConvSqueezeExcite(nn.Module):
+    """`SqueezeExcite` with its linear layers as 1×1 convolutions: every tensor stays (N, C, 1, 1)."""
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.fc1, self.act1 = _as_conv(se.fc1), se.act1
+        self.fc2 = _as_conv(se.fc2) if se.fc2 is not None else None
+        self.act2 = se.act2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.act1(self.fc1(F.avg_pool2d(x, kernel_size=(int(x.shape[2]), int(x.shape[3])))))
+        if self.fc2 is not None:
+            scale = self.act2(self.fc2(scale))
+        return x * scale
+
+
+def _as_conv(linear: nn.Linear) -> nn.Conv2d:
+    conv = nn.Conv2d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
+    conv.weight.data.copy_(linear.weight.detach()[:, :, None, None])
+    if linear.bias is not None:
+        conv.bias.data.copy_(linear.bias.detach())
+    return conv
+
+
+def squeeze_excite_as_convolutions(network: nn.Module) -> int:
+    """Replace every `SqueezeExcite` by a `ConvSqueezeExcite`."""
+    count = 0
+    for parent in list(network.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SqueezeExcite):
+                setattr(parent, name, ConvSqueezeExcite(child))
+                count += 1
+    return count
+
+
+def fold_merge_batchnorms(network: nn.Module) -> int:
+    """Fold every merge module's batch norm into its branches (`quantize.rewrites.fold_merge_batchnorm`)."""
+    merges = [m for m in network.modules() if isinstance(m, MergeModule) and not m.residual and isinstance(m.out.bn, nn.BatchNorm2d)]
+    for merge in merges:
+        fold_merge_batchnorm(merge)
+    return len(merges)
+
+
+def batchnorms_before_upsampling(network: nn.Module) -> int:
+    """Move every batch norm that reads a bilinear upsampling's output (and is its only reader) before the
+    upsampling: 4× fewer values to scale, and after a convolution the exporter folds it into the weights.
+    Each module's forward is traced one level (torch.fx); a module whose forward does not trace is left as is."""
+    moved = 0
+    for owner in list(network.modules()):
+        try:
+            graph = _OneLevel(owner).trace(owner)
+        except Exception:  # noqa: BLE001 (e.g. int(x.shape[2]): not traceable, and then not rewritten)
+            continue
+        here = 0
+        for node in list(graph.nodes):
+            upsampled = node.args[0] if node.op == "call_module" and node.args else None
+            if not (isinstance(owner.get_submodule(node.target), nn.BatchNorm2d) if upsampled is not None else False):
+                continue
+            if not (isinstance(upsampled, fx.Node) and upsampled.op == "call_function" and upsampled.target is F.interpolate
+                    and upsampled.kwargs.get("mode") == "bilinear" and len(upsampled.users) == 1):  # fmt: skip
+                continue
+            with graph.inserting_before(upsampled):
+                normalised = graph.call_module(node.target, (upsampled.args[0],))
+            upsampled.args = (normalised, *upsampled.args[1:])
+            node.replace_all_uses_with(upsampled)
+            graph.erase_node(node)
+            here += 1
+        if here:
+            graph.lint()
+            forward = type(fx.GraphModule(owner, graph)).forward
+            owner.__class__ = type(f"Lean{type(owner).__name__}", (type(owner),), {"forward": forward})
+            moved += here
+    return moved
+
+
+# In order: the merge fold writes into the S2 blocks' final batch norms, which the last rewrite then moves.
+REWRITES: dict[str, Rewrite] = {
+    "channel_shuffles": fold_channel_shuffles,
+    "squeeze_excite_as_convolutions": squeeze_excite_as_convolutions,
+    "merge_batchnorms": fold_merge_batchnorms,
+    "batchnorms_before_upsampling": batchnorms_before_upsampling,
+}
+
+
+def apply_rewrites(network: nn.Module) -> dict[str, int]:
+    """Apply every rewrite to ``network`` in place; returns the places each changed (the ones that did)."""
+    counts = {name: rewrite(network) for name, rewrite in REWRITES.items()}
+    return {name: count for name, count in counts.items() if count}
