@@ -154,6 +154,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     from mobileseg import zoo
     from mobileseg.zoo.macs import count_macs
 
+    from mobileseg.export.pipeline import DEFAULT_ARTIFACTS_DIR
+
     rows = []
     for name in zoo.names():
         spec = zoo.spec(name)
@@ -162,17 +164,30 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
             "name": name, "params": spec.params, "gmacs": round(macs / 1e9, 4),
             "input": "x".join(map(str, spec.default_input_shape)), "size_multiple": spec.size_multiple,
             "classes": spec.num_classes, "output": spec.output_kind, "description": spec.description,
+            "layout_ops": exported_layout_ops(DEFAULT_ARTIFACTS_DIR / name),
         })  # fmt: skip
     if as_json:
         out.print_json(json.dumps(rows))
         return
     table = Table(title="mobileseg zoo (MACs: Conv/ConvTranspose/Linear multiply-accumulates, as the dissertation)")
-    for column in ("model", "params", "GMACs", "input (NCHW)", "multiple of", "classes", "output"):
+    for column in ("model", "params", "GMACs", "input (NCHW)", "multiple of", "classes", "output", "layout ops"):
         table.add_column(column, justify="right" if column in ("params", "GMACs", "classes", "multiple of") else "left", no_wrap=True)
     for r in rows:
+        layout = ", ".join(f"{file} {count}" for file, count in r["layout_ops"].items()) or "-"
         table.add_row(r["name"], f"{r['params']:,}", f"{r['gmacs']:.4f}", r["input"], str(r["size_multiple"]),
-                      str(r["classes"]), r["output"])  # fmt: skip
+                      str(r["classes"]), r["output"], layout)  # fmt: skip
     out.print(table)
+    out.print("layout ops: transpose/reshape/gather/… per file of the model's artifact folder (artifacts/<model>), "
+              "when it has been exported", highlight=False)  # fmt: skip
+
+
+def exported_layout_ops(folder: Path) -> dict[str, int]:
+    """File → layout-op count from ``folder``'s manifest; empty when there is none (or it cannot be read)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return {e["file"]: int(e["layout_ops"]) for e in manifest.get("artifacts", []) if "layout_ops" in e}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
 
 
 def parse_settings(settings: list[str] | None) -> dict[str, dict]:
@@ -261,6 +276,10 @@ def export(
     render_report(result.report, f"{model} → {result.folder}" + (" (up to date, not re-exported)" if result.cached else ""))
     for note in result.manifest.get("notes", []):
         out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    counted = [e for e in result.manifest.get("artifacts", []) if "layout_ops" in e]
+    if counted:
+        out.print("ops (layout ops: transpose, reshape, gather, …): "
+                  + ", ".join(f"{e['file']} {sum(e['ops'].values())} ({e['layout_ops']})" for e in counted), highlight=False)  # fmt: skip
     if result.timings:
         out.print(f"took {sum(result.timings.values()):.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in result.timings.items())})")
     out.print(f"artifact: {result.folder} (manifest.json, parity.json, parity.md)")

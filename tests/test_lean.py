@@ -48,6 +48,20 @@ def test_lean_sinet_has_no_denormal_constants_and_keeps_parity(sinet_folders):
     assert parity["passed"] and all(r["status"] in ("pass", "skipped") for r in parity["results"])
 
 
+def test_lean_sinet_files_have_no_layout_ops(sinet_folders):
+    lean, plain = (json.loads((sinet_folders[k] / "manifest.json").read_text()) for k in (True, False))
+    record = lean["lean"]
+    assert record["rewrites"] == {"channel_shuffles": 10, "squeeze_excite_as_convolutions": 2, "merge_batchnorms": 2,
+                                  "batchnorms_before_upsampling": 8}  # fmt: skip
+    assert record["graph_ops"]["plain"]["Transpose"] == 10 and record["graph_ops"]["plain"]["Reshape"] == 20
+    assert record["graph_ops"]["lean"]["BatchNormalization"] < record["graph_ops"]["plain"]["BatchNormalization"]
+    for photo, metrics in record["proof"].items():  # as close to the float64 network as the plain graph is
+        assert metrics["max_rel_to_float64"]["lean"] <= 3 * metrics["max_rel_to_float64"]["plain"] + 1e-6, photo
+    layout = {m: {e["file"]: e["layout_ops"] for e in manifest["artifacts"]} for m, manifest in (("lean", lean), ("plain", plain))}
+    assert layout["lean"] == {"model.onnx": 0, "model_fp32.tflite": 0}
+    assert layout["plain"]["model.onnx"] >= 30 and layout["plain"]["model_fp32.tflite"] > 0
+
+
 def test_lean_module_leaves_no_denormal_activation_on_a_photo():
     from mobileseg.images import calibration_images, photo, quantize_pixels, resize_rgb01
     from mobileseg.preprocess import build_reference

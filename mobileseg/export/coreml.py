@@ -123,7 +123,7 @@ def export_coreml(
                 "target": "coreml", "precision": precision, "file": file,
                 "format": "mlprogram", "specification_version": spec.specificationVersion,
                 "io": {"input": input_spec, "output": {"name": "logits", "layout": "NCHW", "dtype": "float32"}},
-                "options": options.to_dict(),
+                "ops": mil_op_counts(spec), "options": options.to_dict(),
             }  # fmt: skip
             if fallback is not None:
                 written = MilProgram.from_package(folder / file)
@@ -132,6 +132,23 @@ def export_coreml(
             if note:
                 entries[precision]["note"] = note
     return [entries[p] for p in options.precisions]
+
+
+def mil_op_counts(spec) -> dict[str, int]:
+    """Op type → count of an ML program's main function (nested blocks included; ``const`` ops, which hold
+    the weights, left out)."""
+    counts: dict[str, int] = {}
+
+    def walk(block) -> None:
+        for op in block.operations:
+            if op.type != "const":
+                counts[op.type] = counts.get(op.type, 0) + 1
+            for inner in op.blocks:
+                walk(inner)
+
+    main = spec.mlProgram.functions["main"]
+    walk(main.block_specializations[main.opset])
+    return dict(sorted(counts.items()))
 
 
 def stable_package_identifiers(package: Path) -> None:

@@ -74,6 +74,9 @@ def export_graphs(
                 entries.append(entry)
                 parity.append(graph_parity(staging, entry, runtime, cases[graph.name], deployable.tolerances[precision],
                                            (output_kinds or {}).get(graph.name)))  # fmt: skip
+    from mobileseg.export.rewrites import count_layout_ops
+
+    count_layout_ops(entries)
     return entries, parity
 
 

@@ -255,6 +255,7 @@ def export_model(request: ExportRequest, progress: Callable[[str], None] | None 
 
 
 def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]) -> ExportResult:
+    from mobileseg.export.rewrites import count_layout_ops
     from mobileseg.export.onnx import export_onnx
     from mobileseg.images import calibration_images
     from mobileseg.preprocess import build_reference, example_input
@@ -287,6 +288,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
         if "tflite" in plan.targets:
             job.onnx_file()  # first, as TFLite converts it (the ONNX export's time is its own)
         artifacts = [entry for name in plan.targets for entry in target_registry.get(name).export_picture_model(job)]
+        count_layout_ops(artifacts)  # export/rewrites.py
         say("checking parity against PyTorch")
         started = time.perf_counter()
         report = run_parity(reference, recipe, staging, artifacts, spec.output_kind, threads=request.threads)

@@ -8,6 +8,8 @@ real photos with the lean graph (`export.lean`), and records them with the op co
   layout ops) becomes the channel order of the per-channel ops of the branches that read it.
 * ``squeeze_excite_as_convolutions``: the SE's linear layers as 1×1 convolutions on the (N, C, 1, 1)
   pooled tensor, so the graph stays 4-D and needs no flatten or reshape around its PReLUs.
+* ``factorized_depthwise_merged``: an S2+ block's parallel k×1 and 1×k depthwise convs and their batch
+  norms as one k×k depthwise conv with a cross-shaped kernel.
 * ``merge_batchnorms``: the batch norm after a module's concatenation folded into the last linear op of
   each branch (and, after a residual sum, a depthwise 1×1 convolution of the residual input).
 * ``batchnorms_before_upsampling``: a batch norm after a bilinear upsampling moved before it (interpolation
@@ -28,6 +30,22 @@ from mobileseg.quantize.rewrites import _OneLevel, fold_merge_batchnorm
 from mobileseg.zoo.blocks import ChannelShuffle, MergeModule, S2Block, S2Module, SqueezeExcite
 
 Rewrite = Callable[[nn.Module], int]
+
+# Ops that only move values between layouts (ONNX, TFLite and MIL spellings, compared in lower case). The goal
+# for every zoo file is none the network itself does not need.
+LAYOUT_OPS = frozenset({"transpose", "reshape", "gather", "flatten", "squeeze", "unsqueeze", "expand_dims"})
+
+
+def layout_ops(op_counts: dict[str, int]) -> int:
+    """How many of a file's ops (op type → count, as its manifest entry's ``ops``) are layout ops."""
+    return sum(count for op, count in op_counts.items() if op.lower() in LAYOUT_OPS)
+
+
+def count_layout_ops(entries: list[dict]) -> None:
+    """Add ``layout_ops`` to every manifest entry that lists its ``ops``."""
+    for entry in entries:
+        if "ops" in entry:
+            entry["layout_ops"] = layout_ops(entry["ops"])
 
 
 @torch.no_grad()
@@ -96,6 +114,33 @@ def squeeze_excite_as_convolutions(network: nn.Module) -> int:
     return count
 
 
+@torch.no_grad()
+def merge_factorized_depthwise(network: nn.Module) -> int:
+    """Make every factorized S2 block's two parallel depthwise convs (k×1 and 1×k, each with its BN, summed)
+    one k×k depthwise conv with bias whose kernel is the cross of both: one op instead of four (onnx2tf
+    also loses the tensor layout at a PReLU that reads a sum, and writes ~5 TRANSPOSEs around each).
+    It costs k² instead of 2k multiply-adds per value on those convolutions."""
+    from mobileseg.quantize.rewrites import batchnorm_affine
+
+    count = 0
+    for block in network.modules():
+        if not (isinstance(block, S2Block) and block.factorized):
+            continue
+        (scale_v, shift_v), (scale_h, shift_h) = batchnorm_affine(block.dw_v_bn), batchnorm_affine(block.dw_h_bn)
+        channels, kernel = block.dw_v.out_channels, block.dw_v.kernel_size[0]
+        middle = kernel // 2
+        conv = nn.Conv2d(channels, channels, kernel, padding=middle, groups=channels, bias=True)
+        weight = torch.zeros_like(conv.weight)
+        weight[:, :, :, middle] += block.dw_v.weight[:, :, :, 0] * scale_v.view(-1, 1, 1)
+        weight[:, :, middle, :] += block.dw_h.weight[:, :, 0, :] * scale_h.view(-1, 1, 1)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(shift_v + shift_h)
+        block.dw, block.dw_bn, block.factorized = conv, nn.Identity(), False
+        del block.dw_v, block.dw_v_bn, block.dw_h, block.dw_h_bn
+        count += 1
+    return count
+
+
 def fold_merge_batchnorms(network: nn.Module) -> int:
     """Fold every merge module's batch norm into its branches (`quantize.rewrites.fold_merge_batchnorm`)."""
     merges = [m for m in network.modules() if isinstance(m, MergeModule) and not m.residual and isinstance(m.out.bn, nn.BatchNorm2d)]
@@ -140,6 +185,7 @@ def batchnorms_before_upsampling(network: nn.Module) -> int:
 REWRITES: dict[str, Rewrite] = {
     "channel_shuffles": fold_channel_shuffles,
     "squeeze_excite_as_convolutions": squeeze_excite_as_convolutions,
+    "factorized_depthwise_merged": merge_factorized_depthwise,
     "merge_batchnorms": fold_merge_batchnorms,
     "batchnorms_before_upsampling": batchnorms_before_upsampling,
 }
