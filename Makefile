@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # The authors' checkpoints: ../shared/weights beside the clone, or any folder holding them.
 WEIGHTS_DIR ?= $(abspath ../shared/weights)
 export MOBILESEG_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
+export MOBILESEG_PEERS_DIR ?= $(abspath ../shared/peers)
 
 .PHONY: setup demo test bench parity clean
 

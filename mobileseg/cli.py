@@ -528,14 +528,19 @@ def matrix(
 def bench_suite(
     out_file: Annotated[Path, typer.Option("--out", help="Result JSON (the sweep and VOS results beside it).")] = Path("results/bench.json"),
     artifacts: Annotated[Path, typer.Option(help="Scratch folder for the zoo export.")] = Path("results/bench-artifacts"),
+    only: Annotated[list[str], typer.Option("--only", help="Run only these benchmarks (repeatable): cli, sinet_onnx_vs_torch, peer, export_zoo, harness_overhead, dilation_sweep, vos_tau.")] = None,
 ) -> None:
     """The project's speed targets, measured in one run (`make bench`)."""
     from mobileseg.outputs import check_replaceable_file
 
     check_replaceable_file(out_file)
-    from mobileseg.bench.suite import run_suite, summary
+    from mobileseg.bench.suite import SUITE, run_suite, summary
 
-    results = run_suite(out_file, os.environ.get("MOBILESEG_WEIGHTS_DIR"), artifacts)
+    unknown = [name for name in only or [] if name not in SUITE]
+    if unknown:
+        raise MobilesegError(f"--only {', '.join(unknown)}: not a benchmark; choose from {', '.join(SUITE)}")
+    results = run_suite(out_file, os.environ.get("MOBILESEG_WEIGHTS_DIR"), artifacts, os.environ.get("MOBILESEG_PEERS_DIR"),
+                        tuple(only) if only else SUITE)  # fmt: skip
     for line in summary(results):
         out.print(line, highlight=False, markup=False)
     out.print(f"wrote {out_file}")

@@ -49,7 +49,7 @@ def mutated(draw, base: dict):
         if isinstance(parent, dict) and draw(st.booleans()):
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(WEIRD)
+            parent[path[-1]] = copy.deepcopy(draw(WEIRD))  # a fresh copy: a later step may mutate it
     return document
 
 

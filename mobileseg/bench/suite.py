@@ -8,6 +8,10 @@
 * SINet at 224×224, one thread: PyTorch eager vs onnxruntime on the exported ONNX (target: onnxruntime
 median ≤ 0.3× PyTorch eager). The two runtimes are measured in interleaved rounds so that machine
 noise affects both alike; the ratio of medians is the figure of merit.
+* SINet's TFLite files beside a production peer, MediaPipe's selfie segmentation (``$MOBILESEG_PEERS_DIR``,
+  default ``../shared/peers``), on LiteRT with XNNPACK at one thread: 256×256 against the general model and
+  160×256 against the landscape one (144×256), latency and speed per MAC, the plain export beside the lean
+  one (target: SINet fp32 at 256×256 ≤ 1.42× the peer's latency, i.e. as fast per MAC).
 """
 
 from __future__ import annotations
@@ -107,6 +111,87 @@ def bench_sinet_onnx_vs_torch(weights_dir: str | None, rounds: int = 10, per_rou
         "meets_target": ratio <= 0.3,
         "onnxruntime_load_s": ort_session.info.load_seconds,
     }
+
+
+# MACs of MediaPipe's selfie segmentation models (multiply-accumulates of their convolutions; ../shared/peers).
+PEER_MODELS = {
+    "general": ("mediapipe_selfie/selfie_segmentation.tflite", (256, 256), 59e6),
+    "landscape": ("mediapipe_selfie/selfie_segmentation_landscape.tflite", (144, 256), 33e6),
+}
+PEER_PAIRS = {"general": (256, 256), "landscape": (160, 256)}  # SINet's size beside each: a multiple of 32
+PEER_TARGET_RATIO = 1.42  # SINet's MACs over the peer's at 256×256: as fast per MAC
+
+
+def bench_peer(weights_dir: str | None, peers_dir: str | None, repeats: int = 3, rounds: int = 5, per_round: int = 40) -> dict:
+    """SINet fp32 TFLite (plain and lean exports) against MediaPipe's selfie segmentation, LiteRT + XNNPACK,
+    one thread, one process. Each of ``repeats`` runs measures every file in ``rounds`` interleaved rounds
+    (the interpreter's ``invoke`` only, on a photo); a run's figure is the median of its samples, and the
+    result the median over runs with their range."""
+    import numpy as np
+
+    from mobileseg import zoo
+    from mobileseg.export.pipeline import ExportRequest, export_model
+    from mobileseg.images import photo, resize_rgb01
+    from mobileseg.runtimes import get_runtime
+    from mobileseg.zoo.macs import count_macs
+
+    peers = Path(peers_dir) if peers_dir else None
+    missing = [name for name, (file, _, _) in PEER_MODELS.items() if peers is None or not (peers / file).is_file()]
+    if missing:
+        return {"benchmark": "sinet_vs_mediapipe_selfie_litert", "skipped": f"peer models not found under {peers_dir!r} "
+                "(set MOBILESEG_PEERS_DIR)", "meets_target": None}  # fmt: skip
+    litert = get_runtime("litert")
+    weights = Path(weights_dir) / zoo.spec("sinet").checkpoint.filename if weights_dir else None
+    invokes, macs, files = {}, {}, {}
+    with scratch("bench-peer-") as tmp:
+        for pair, (height, width) in PEER_PAIRS.items():
+            file, peer_size, peer_macs = PEER_MODELS[pair]
+            invokes[f"peer_{pair}"] = _invoke(litert, peers / file, resize_rgb01(photo("astronaut"), *peer_size)[None])
+            macs[f"peer_{pair}"], files[f"peer_{pair}"] = peer_macs, file
+            for lean in (False, True):
+                name = f"sinet_{height}x{width}_{'lean' if lean else 'plain'}"
+                out = Path(tmp) / name
+                export_model(ExportRequest("sinet", targets=["tflite"], precisions=["fp32"], input_size=(height, width),
+                                           weights=weights, random_weights=weights is None, out=out, lean=lean))  # fmt: skip
+                picture = resize_rgb01(photo("astronaut"), height, width)[None]
+                invokes[name] = _invoke(litert, out / "model_fp32.tflite", picture)
+                macs[name] = count_macs(zoo.build("sinet"), (1, 3, height, width))
+                files[name] = f"mobileseg export sinet -t tflite -p fp32 --input-size {height}x{width}{'' if lean else ' --plain'}"
+        runs = [_interleaved(invokes, rounds, per_round, warmup=20) for _ in range(repeats)]
+    medians = {name: [run[name].median for run in runs] for name in invokes}
+    figures = {name: {"median_ms": float(np.median(v)), "range_ms": [min(v), max(v)], "macs": macs[name], "source": files[name]}
+               for name, v in medians.items()}  # fmt: skip
+    comparisons = {}
+    for pair, (height, width) in PEER_PAIRS.items():
+        peer = figures[f"peer_{pair}"]
+        for variant in ("plain", "lean"):
+            mine = figures[f"sinet_{height}x{width}_{variant}"]
+            ratios = [m / p for m, p in zip(medians[f"sinet_{height}x{width}_{variant}"], medians[f"peer_{pair}"])]
+            comparisons[f"{pair}_{variant}"] = {
+                "latency_ratio": float(np.median(ratios)), "latency_ratio_range": [min(ratios), max(ratios)],
+                "speed_per_mac_vs_peer": (mine["macs"] / mine["median_ms"]) / (peer["macs"] / peer["median_ms"]),
+                "macs_ratio": mine["macs"] / peer["macs"],
+            }  # fmt: skip
+    return {
+        "benchmark": "sinet_vs_mediapipe_selfie_litert",
+        "runtime": f"litert {litert.version()} (XNNPACK), 1 thread, invoke only, astronaut photo",
+        "protocol": {"repeats": repeats, "rounds": rounds, "per_round": per_round, "warmup": 20, "interleaved": True},
+        "figures": figures, "comparisons": comparisons, "target_latency_ratio": PEER_TARGET_RATIO,
+        "meets_target": comparisons["general_lean"]["latency_ratio"] <= PEER_TARGET_RATIO,
+    }  # fmt: skip
+
+
+def _invoke(runtime, path: Path, picture_nhwc) -> Callable[[], object]:
+    """The interpreter's own ``invoke`` of a loaded file, its input set once (an NHWC float picture)."""
+    import numpy as np
+
+    session = runtime.load(path, threads=1)
+    (detail,) = session.interpreter.get_input_details()
+    picture = np.asarray(picture_nhwc, dtype=np.float32)
+    if tuple(detail["shape"]) != picture.shape:
+        picture = picture.transpose(0, 3, 1, 2)  # an NCHW input (--keep-nchw)
+    session.interpreter.set_tensor(detail["index"], np.ascontiguousarray(picture))
+    return session.interpreter.invoke
 
 
 def bench_export_zoo(artifacts: Path) -> dict:
@@ -221,36 +306,87 @@ def bench_vos_tau(weights: Path, artifacts: Path, out: Path) -> dict:
     }
 
 
-def run_suite(out: Path, weights_dir: str | None, artifacts: Path) -> dict:
-    """Run every benchmark; write ``out`` (and the sweep and VOS results beside it); return the document."""
+SUITE = ("cli", "sinet_onnx_vs_torch", "peer", "export_zoo", "harness_overhead", "dilation_sweep", "vos_tau")
+
+
+def run_suite(out: Path, weights_dir: str | None, artifacts: Path, peers_dir: str | None = None,
+              only: tuple[str, ...] = SUITE) -> dict:  # fmt: skip
+    """Run the benchmarks of ``only`` (all by default, in `SUITE` order); write ``out`` (and the sweep and
+    VOS results beside it); return the document."""
     out = Path(out)
     check_replaceable_file(out)
+    unknown = sorted(set(only) - set(SUITE))
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(SUITE)}")
+    benchmarks = {
+        "cli": lambda: bench_cli(weights_dir),
+        "sinet_onnx_vs_torch": lambda: bench_sinet_onnx_vs_torch(weights_dir),
+        "peer": lambda: bench_peer(weights_dir, peers_dir),
+        "export_zoo": lambda: bench_export_zoo(Path(artifacts)),
+        "harness_overhead": bench_harness_overhead,
+        "dilation_sweep": lambda: bench_dilation_sweep(out.with_name("sweep-dilation.json")),
+        "vos_tau": lambda: bench_vos_tau(Path("artifacts/vos-weights.pt"), Path(artifacts) / "vos", out.with_name("vos-bench.json")),
+    }
     results = {
-        "schema": "mobileseg.bench/1",
-        "host": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "benchmarks": [bench_cli(weights_dir), bench_sinet_onnx_vs_torch(weights_dir), bench_export_zoo(Path(artifacts)),
-                       bench_harness_overhead(), bench_dilation_sweep(out.with_name("sweep-dilation.json")),
-                       bench_vos_tau(Path("artifacts/vos-weights.pt"), Path(artifacts) / "vos", out.with_name("vos-bench.json"))],
+        "schema": "mobileseg.bench/2",
+        "host": {"machine": platform.machine(), "processor": _processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "benchmarks": {name: benchmarks[name]() for name in SUITE if name in only},
     }  # fmt: skip
     write_json_file(out, results)
     return results
 
 
+def _processor() -> str:
+    """The CPU model (``platform.processor()`` is often empty on Linux); what is free on one costs 3× on another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def summary(results: dict) -> list[str]:
-    """One line per benchmark: the figure and whether it meets its target."""
-    cli, sinet, zoo_export, overhead, sweep, vos = results["benchmarks"]
-    lines = ["cli: " + ", ".join(f"{k} {v:.2f} (target <= {cli['target_s'][k]})" for k, v in cli["median_s"].items())
-             + (" OK" if cli["meets_target"] else " MISSED")]  # fmt: skip
-    for runtime, half in vos["closest_to_half_reuse"].items():
-        lines.append(f"vos_fps_vs_tau {runtime}: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency "
-                     f"{half['latency_vs_tau1']:.3f} x tau=1 (target <= 0.7)")  # fmt: skip
-    lines.append(f"vos_fps_vs_tau: {'OK' if vos['meets_target'] else 'MISSED'}")
-    lines.append(f"latency_harness_overhead: no-op median {overhead['noop_ms']['median'] * 1e3:.2f} µs = "
-                 f"{overhead['overhead_fraction_of_1ms']:.2%} of 1 ms (target <= 2 %) {'OK' if overhead['meets_target'] else 'MISSED'}")  # fmt: skip
-    lines.append(f"dilation sweep: {sweep['median_ms']} → {sweep['result']}")
-    lines.append(f"export_zoo_all_targets: {zoo_export['full_export_s']:.1f} s (target <= 240 s), cached re-run "
-                 f"{zoo_export['cached_rerun_s']:.1f} s (target <= 10 s)")  # fmt: skip
-    lines.append(f"{sinet['benchmark']}: torch eager median {sinet['torch_eager_ms']['median']:.2f} ms, onnxruntime median "
-                 f"{sinet['onnxruntime_ms']['median']:.2f} ms, ratio {sinet['ratio_median']:.3f} (target <= {sinet['target_ratio']}) "
-                 f"{'OK' if sinet['meets_target'] else 'MISSED'}")  # fmt: skip
+    """One line (or a few) per benchmark run: the figure and whether it meets its target."""
+    found = results["benchmarks"]
+    lines = []
+    if "cli" in found:
+        cli = found["cli"]
+        lines.append("cli: " + ", ".join(f"{k} {v:.2f} (target <= {cli['target_s'][k]})" for k, v in cli["median_s"].items())
+                     + (" OK" if cli["meets_target"] else " MISSED"))  # fmt: skip
+    if "vos_tau" in found:
+        vos = found["vos_tau"]
+        for runtime, half in vos["closest_to_half_reuse"].items():
+            lines.append(f"vos_fps_vs_tau {runtime}: tau {half['tau']} reuses {half['reuse_ratio']:.2f}, latency "
+                         f"{half['latency_vs_tau1']:.3f} x tau=1 (target <= 0.7)")  # fmt: skip
+        lines.append(f"vos_fps_vs_tau: {'OK' if vos['meets_target'] else 'MISSED'}")
+    if "harness_overhead" in found:
+        overhead = found["harness_overhead"]
+        lines.append(f"latency_harness_overhead: no-op median {overhead['noop_ms']['median'] * 1e3:.2f} µs = "
+                     f"{overhead['overhead_fraction_of_1ms']:.2%} of 1 ms (target <= 2 %) {'OK' if overhead['meets_target'] else 'MISSED'}")  # fmt: skip
+    if "dilation_sweep" in found:
+        lines.append(f"dilation sweep: {found['dilation_sweep']['median_ms']} → {found['dilation_sweep']['result']}")
+    if "export_zoo" in found:
+        zoo_export = found["export_zoo"]
+        lines.append(f"export_zoo_all_targets: {zoo_export['full_export_s']:.1f} s (target <= 240 s), cached re-run "
+                     f"{zoo_export['cached_rerun_s']:.1f} s (target <= 10 s)")  # fmt: skip
+    if "sinet_onnx_vs_torch" in found:
+        sinet = found["sinet_onnx_vs_torch"]
+        lines.append(f"{sinet['benchmark']}: torch eager median {sinet['torch_eager_ms']['median']:.2f} ms, onnxruntime median "
+                     f"{sinet['onnxruntime_ms']['median']:.2f} ms, ratio {sinet['ratio_median']:.3f} (target <= {sinet['target_ratio']}) "
+                     f"{'OK' if sinet['meets_target'] else 'MISSED'}")  # fmt: skip
+    if "peer" in found:
+        peer = found["peer"]
+        if "skipped" in peer:
+            lines.append(f"{peer['benchmark']}: skipped, {peer['skipped']}")
+        else:
+            for name, figure in peer["figures"].items():
+                lines.append(f"  {name}: {figure['median_ms']:.2f} ms (runs {figure['range_ms'][0]:.2f}-{figure['range_ms'][1]:.2f}), "
+                             f"{figure['macs'] / 1e6:.0f} M MACs")  # fmt: skip
+            for name, c in peer["comparisons"].items():
+                lines.append(f"  SINet/peer {name}: latency {c['latency_ratio']:.2f}x (runs {c['latency_ratio_range'][0]:.2f}-"
+                             f"{c['latency_ratio_range'][1]:.2f}), speed per MAC {c['speed_per_mac_vs_peer']:.2f}x the peer's")  # fmt: skip
+            lines.append(f"{peer['benchmark']}: general lean {peer['comparisons']['general_lean']['latency_ratio']:.2f}x "
+                         f"(target <= {peer['target_latency_ratio']}) {'OK' if peer['meets_target'] else 'MISSED'}")  # fmt: skip
     return lines
