@@ -12,6 +12,8 @@ real photos with the lean graph (`export.lean`), and records them with the op co
   norms as one k×k depthwise conv with a cross-shaped kernel.
 * ``merge_batchnorms``: the batch norm after a module's concatenation folded into the last linear op of
   each branch (and, after a residual sum, a depthwise 1×1 convolution of the residual input).
+* ``two_class_confidence``: ``1 − max softmax`` over two classes (SINet's information blocking) as
+  ``sigmoid(−|x₀ − x₁|)``: no softmax and no channel reduction.
 * ``batchnorms_before_upsampling``: a batch norm after a bilinear upsampling moved before it (interpolation
   weights sum to one, so a per-channel affine commutes with it): it scales 4× fewer values, and where a
   convolution comes first (an S2 block's pointwise conv, SINet's classifier) the exporter folds it away.
@@ -19,6 +21,7 @@ real photos with the lean graph (`export.lean`), and records them with the op co
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import torch
@@ -149,21 +152,40 @@ def fold_merge_batchnorms(network: nn.Module) -> int:
     return len(merges)
 
 
-def batchnorms_before_upsampling(network: nn.Module) -> int:
-    """Move every batch norm that reads a bilinear upsampling's output (and is its only reader) before the
-    upsampling: 4× fewer values to scale, and after a convolution the exporter folds it into the weights.
-    Each module's forward is traced one level (torch.fx); a module whose forward does not trace is left as is."""
-    moved = 0
+def _rewrite_forwards(network: nn.Module, rewrite: Callable[[nn.Module, fx.Graph], int]) -> int:
+    """Trace each module's forward one level (torch.fx), let ``rewrite`` change the graph in place, and give a
+    module whose graph changed that forward (its class becomes a subclass, so type checks still hold).
+    Returns the places changed; a module whose forward does not trace (``int(x.shape[2])``) is left as is."""
+    changed = 0
     for owner in list(network.modules()):
         try:
             graph = _OneLevel(owner).trace(owner)
-        except Exception:  # noqa: BLE001 (e.g. int(x.shape[2]): not traceable, and then not rewritten)
+        except Exception:  # noqa: BLE001 (not traceable one level, so not rewritten)
             continue
-        here = 0
+        here = rewrite(owner, graph)
+        if here:
+            graph.lint()
+            forward = type(fx.GraphModule(owner, graph)).forward
+            name = type(owner).__name__
+            owner.__class__ = type(name if name.startswith("Lean") else f"Lean{name}", (type(owner),), {"forward": forward})
+            changed += here
+    return changed
+
+
+def _module(owner: nn.Module, node) -> nn.Module | None:
+    return owner.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
+
+
+def batchnorms_before_upsampling(network: nn.Module) -> int:
+    """Move every batch norm that reads a bilinear upsampling's output (and is its only reader) before the
+    upsampling: 4× fewer values to scale, and after a convolution the exporter folds it into the weights."""
+
+    def rewrite(owner: nn.Module, graph: fx.Graph) -> int:
+        moved = 0
         for node in list(graph.nodes):
-            upsampled = node.args[0] if node.op == "call_module" and node.args else None
-            if not (isinstance(owner.get_submodule(node.target), nn.BatchNorm2d) if upsampled is not None else False):
+            if not (isinstance(_module(owner, node), nn.BatchNorm2d) and node.args):
                 continue
+            upsampled = node.args[0]
             if not (isinstance(upsampled, fx.Node) and upsampled.op == "call_function" and upsampled.target is F.interpolate
                     and upsampled.kwargs.get("mode") == "bilinear" and len(upsampled.users) == 1):  # fmt: skip
                 continue
@@ -172,13 +194,44 @@ def batchnorms_before_upsampling(network: nn.Module) -> int:
             upsampled.args = (normalised, *upsampled.args[1:])
             node.replace_all_uses_with(upsampled)
             graph.erase_node(node)
-            here += 1
-        if here:
-            graph.lint()
-            forward = type(fx.GraphModule(owner, graph)).forward
-            owner.__class__ = type(f"Lean{type(owner).__name__}", (type(owner),), {"forward": forward})
-            moved += here
-    return moved
+            moved += 1
+        return moved
+
+    return _rewrite_forwards(network, rewrite)
+
+
+def two_class_confidence(network: nn.Module) -> int:
+    """``1 − max_c softmax(x)`` over two channels as ``sigmoid(−|x₀ − x₁|)`` (the same number: one exponential,
+    no softmax and no channel reduction); SINet's information blocking computes it at H/4. The difference
+    is a 1×1 convolution with weights (1, −1): exact, and no channel slicing in the graph."""
+
+    def rewrite(owner: nn.Module, graph: fx.Graph) -> int:
+        count = 0
+        for node in list(graph.nodes):
+            if not (node.op == "call_function" and node.target is torch.softmax and node.kwargs.get("dim") == 1
+                    and getattr(_module(owner, node.args[0]), "num_features", getattr(_module(owner, node.args[0]), "out_channels", 0)) == 2
+                    and len(node.users) == 1):  # fmt: skip
+                continue
+            (peak,) = node.users
+            if not (peak.op == "call_method" and peak.target == "amax" and peak.kwargs == {"dim": 1, "keepdim": True}
+                    and len(peak.users) == 1):  # fmt: skip
+                continue
+            (complement,) = peak.users
+            if not (complement.op == "call_function" and complement.target is operator.sub and complement.args == (1, peak)):
+                continue
+            if not hasattr(owner, "class_difference"):
+                owner.register_buffer("class_difference", torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+            with graph.inserting_before(complement):
+                weight = graph.get_attr("class_difference")
+                difference = graph.call_function(F.conv2d, (node.args[0], weight))
+                blocked = graph.call_function(torch.sigmoid, (graph.call_function(torch.neg, (graph.call_function(torch.abs, (difference,)),)),))
+            complement.replace_all_uses_with(blocked)
+            for dead in (complement, peak, node):
+                graph.erase_node(dead)
+            count += 1
+        return count
+
+    return _rewrite_forwards(network, rewrite)
 
 
 # In order: the merge fold writes into the S2 blocks' final batch norms, which the last rewrite then moves.
@@ -187,6 +240,7 @@ REWRITES: dict[str, Rewrite] = {
     "squeeze_excite_as_convolutions": squeeze_excite_as_convolutions,
     "factorized_depthwise_merged": merge_factorized_depthwise,
     "merge_batchnorms": fold_merge_batchnorms,
+    "two_class_confidence": two_class_confidence,
     "batchnorms_before_upsampling": batchnorms_before_upsampling,
 }
 
