@@ -332,7 +332,7 @@ def render_rows(title: str, header: list[str], rows: list[list[str]], caption: s
 
 
 def render_latency(result: dict, plot: Optional[Path] = None) -> None:
-    from mobileseg.bench.report import plot_sweep, profile_rows, sweep_rows
+    from mobileseg.bench.report import op_rows, plot_sweep, profile_rows, sweep_rows
 
     if result["fallback"]:
         out.print(f"[yellow]fallback:[/yellow] measured on the host CPU, not {result['device']['name']}: {result['fallback_reason']}", highlight=False)
@@ -341,6 +341,11 @@ def render_latency(result: dict, plot: Optional[Path] = None) -> None:
         p = result["protocol"]
         render_rows(f"latency of {result['model'] or result['artifact']['path']}", header, rows,
                     f"protocol: {p['warmup']} warm-up, {p['iterations']} runs, {p['wait_s']:g} s wait, threads {p['threads']}, input {p['input']}")
+        header, rows = op_rows(result)
+        if rows:
+            render_rows("where the time goes, by op type", header, rows, f"method: {result['ops']['method']}")
+        elif "unsupported" in (result.get("ops") or {}):
+            out.print(f"ops: {result['ops']['unsupported']}", highlight=False)
     else:
         header, rows = sweep_rows(result)
         sweep = result["sweep"]
@@ -387,6 +392,7 @@ def profile(
     benchmark_model: Annotated[Optional[str], typer.Option("--benchmark-model", help="Path of TFLite's benchmark_model binary (android).")] = None,
     compute_units: Annotated[Optional[str], typer.Option("--compute-units", help="Core ML: ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE.")] = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    ops: Annotated[bool, typer.Option("--ops", help="Also where the time goes by op type: onnxruntime's profiler, or LiteRT timed op by op.")] = False,
 ) -> None:
     """Measure latency with a device's protocol (CPU fallback when the device is not reachable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -399,7 +405,7 @@ def profile(
     if out_file:
         check_replaceable_file(out_file)
     request = ProfileRequest(target, device, runtime, precision, iterations, warmup, wait, threads, min_time, image,
-                             not no_fallback, benchmark_model, compute_units)  # fmt: skip
+                             not no_fallback, benchmark_model, compute_units, ops)  # fmt: skip
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as bar:  # fmt: skip
         task = bar.add_task(f"profiling {target}", total=None)

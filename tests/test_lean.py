@@ -52,7 +52,7 @@ def test_lean_sinet_files_have_no_layout_ops(sinet_folders):
     lean, plain = (json.loads((sinet_folders[k] / "manifest.json").read_text()) for k in (True, False))
     record = lean["lean"]
     assert record["rewrites"] == {"channel_shuffles": 10, "squeeze_excite_as_convolutions": 2, "merge_batchnorms": 2,
-                                  "batchnorms_before_upsampling": 8}  # fmt: skip
+                                  "two_class_confidence": 1, "batchnorms_before_upsampling": 8}  # fmt: skip
     assert record["graph_ops"]["plain"]["Transpose"] == 10 and record["graph_ops"]["plain"]["Reshape"] == 20
     assert record["graph_ops"]["lean"]["BatchNormalization"] < record["graph_ops"]["plain"]["BatchNormalization"]
     for photo, metrics in record["proof"].items():  # as close to the float64 network as the plain graph is
@@ -143,3 +143,16 @@ def test_the_profile_says_whether_a_run_is_denormal_bound(sinet_folders, tmp_pat
     # FTZ/DAZ is restored after the probe: a denormal survives arithmetic again
     tiny = torch.tensor([1e-39], dtype=torch.float32)
     assert float(tiny * 1.0) != 0.0
+
+
+@pytest.mark.parametrize("runtime,file,expected", [("onnxruntime", "model.onnx", "Conv"), ("litert", "model_fp32.tflite", "CONV_2D")])
+def test_the_profile_says_where_the_time_goes(sinet_folders, tmp_path, runtime, file, expected):
+    """onnxruntime's own profiler; for LiteRT, which has none in Python, the file timed one op further at a time."""
+    report = tmp_path / "profile.json"
+    result = runner.invoke(app, ["profile", str(sinet_folders[True] / file), "-r", runtime, "-n", "3", "--warmup", "1",
+                                 "--input", "astronaut", "--ops", "--out", str(report)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ops = json.loads(report.read_text())["ops"]
+    assert expected in ops["by_type_ms"] and ops["counts"][expected] > 10 and ops["total_ms"] > 0
+    assert expected in sorted(ops["by_type_ms"], key=ops["by_type_ms"].get)[-2:]  # convolutions lead in SINet
+    assert "where the time goes" in result.output

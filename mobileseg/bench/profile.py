@@ -70,6 +70,7 @@ class ProfileRequest:
     fallback: bool = True
     benchmark_model: str | None = None
     compute_units: str | None = None
+    ops: bool = False  # also where the time goes, by op type (bench/op_costs.py)
 
 
 def protocol_for(device: Device, request: ProfileRequest) -> Protocol:
@@ -378,6 +379,7 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
     from mobileseg.runtimes.denormals import denormal_probe
 
     denormals = denormal_probe(lambda: session.run(feed), runs=min(protocol.iterations, 10))
+    ops = _op_costs(runtime, artifact, feed, protocol) if request.ops else None
     return {
         "runtime": {"name": runtime.name, "version": session.info.version, "threads": protocol.threads,
                     "details": session.info.details},
@@ -388,7 +390,22 @@ def _measure_host(runtime, artifact: Artifact, protocol: Protocol, request: Prof
         "wall_s": time.perf_counter() - started,
         "measured_on": "host",
         "denormals": denormals,
+        **({"ops": ops} if ops is not None else {}),
     }  # fmt: skip
+
+
+def _op_costs(runtime, artifact: Artifact, feed: dict[str, np.ndarray], protocol: Protocol) -> dict:
+    """Where the time goes by op type, from the runtime's own profiler where it has one (bench/op_costs.py)."""
+    from mobileseg.bench.op_costs import onnxruntime_op_costs, tflite_op_costs
+
+    if runtime.name == "onnxruntime":
+        return onnxruntime_op_costs(artifact.path, feed, protocol.threads)
+    if artifact.target == "tflite" and getattr(runtime, "xnnpack", False):
+        (picture,) = feed.values() if len(feed) == 1 else (None,)
+        if picture is not None and picture.ndim == 4:
+            picture = picture.transpose(0, 2, 3, 1)  # the picture in the file's NHWC layout (NCHW ones get a random tensor)
+        return tflite_op_costs(artifact.path, picture, runtime.module, protocol.threads or 1)
+    return {"unsupported": f"no op breakdown for {runtime.name} (onnxruntime, litert and tflite-runtime have one)"}
 
 
 def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement: dict, fallback_reason: str | None) -> dict:
@@ -416,4 +433,5 @@ def _result(device: Device, protocol: Protocol, artifact: Artifact, measurement:
         "samples_ms": measurement["samples_ms"],
         "wall_s": measurement["wall_s"],
         **({"denormals": measurement["denormals"]} if "denormals" in measurement else {}),
+        **({"ops": measurement["ops"]} if "ops" in measurement else {}),
     }  # fmt: skip

@@ -86,6 +86,16 @@ def profile_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, [row]
 
 
+def op_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The profile's breakdown by op type (``--ops``): ms per run, share, count; empty when it has none."""
+    ops = result.get("ops") or {}
+    if "by_type_ms" not in ops:
+        return [], []
+    total = sum(ms for ms in ops["by_type_ms"].values() if ms > 0) or 1.0
+    rows = [[op, f"{ms:.3f}", f"{max(ms, 0) / total:.0%}", str(ops["counts"].get(op, ""))] for op, ms in ops["by_type_ms"].items()]
+    return ["op", "ms per run", "share", "count"], rows
+
+
 def sweep_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     header = ["rate", "RF", "MMACs", "target", "runtime", "median ms", "min ms", "mean ms", "max ms", "cv", "graph", "iPhone XS ms (quoted)"]
     rows = []
