@@ -109,6 +109,9 @@ def check_manifest(manifest: dict, path: Path) -> None:
             raise bad(f"artifact file {entry['file']!r} is not a path inside the folder")
         if "io" in entry and not isinstance(entry["io"], Mapping):
             raise bad(f"'io' of {entry['file']} must be an object")
+        for key in ("input", "output", "tensors"):
+            if key in entry.get("io", {}) and not isinstance(entry["io"][key], Mapping):
+                raise bad(f"'io.{key}' of {entry['file']} must be an object")
     if manifest.get("kind") is None:  # a model export (VOS folders describe their subgraphs instead)
         model = manifest.get("model")
         if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):

@@ -93,3 +93,16 @@ def test_any_manifest_ends_in_a_documented_exit_code(tmp_path, exported, data, r
     document = data.draw(mutated(manifest))
     (folder / "manifest.json").write_bytes(raw if raw is not None else json.dumps(document).encode())
     _check(runner.invoke(app, ["verify", str(folder)]))
+
+
+@pytest.mark.parametrize("key", ["input", "output", "tensors"])
+def test_a_manifest_whose_io_part_is_not_an_object_is_a_user_mistake(tmp_path, exported, key):
+    """Found by the manifest fuzz: ``io.input: null`` reached the parity loop and crashed (exit 3)."""
+    source, manifest = exported
+    folder = tmp_path / "artifact"
+    shutil.copytree(source, folder)
+    document = copy.deepcopy(manifest)
+    document["artifacts"][0]["io"][key] = None
+    (folder / "manifest.json").write_text(json.dumps(document))
+    result = runner.invoke(app, ["verify", str(folder)])
+    assert result.exit_code == 2 and f"io.{key}" in result.output, result.output
