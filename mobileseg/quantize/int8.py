@@ -37,18 +37,14 @@ def int8_module(reference: nn.Module, calibration: np.ndarray, equalization: flo
     different file (SINet's labels moved by 0.3 points, the Cityscapes networks' by up to 1.5). With one
     thread the file depends on the recipe, not on the host's cores.
     """
-    from mobileseg.export.rewrites import fold_channel_shuffles, squeeze_excite_as_convolutions
-
     module, folded = fold_merge_batchnorms(reference)
-    # layout ops the int8 graph does not need either (export/rewrites.py)
-    layout = {"channel_shuffles": fold_channel_shuffles(module), "squeeze_excite_as_convolutions": squeeze_excite_as_convolutions(module)}
     samples = torch.from_numpy(np.ascontiguousarray(calibration))
     with torch_threads(1):
         frozen = freeze_dead_channels(module, samples)
         equalized = equalize_channel_ranges(module, samples, equalization) if equalization > 0 else 0
         gains = balance_concatenations(module, samples)
     return module, {
-        "merge_batchnorms_folded": folded, "layout_rewrites": layout, "dead_channels_frozen": frozen,
+        "merge_batchnorms_folded": folded, "dead_channels_frozen": frozen,
         "channels_equalized": {"tensors": equalized, "strength": equalization},
         "concat_gains": [round(g, 2) for g in gains],
     }  # fmt: skip
