@@ -10,8 +10,8 @@ real photos with the lean graph (`export.lean`), and records them with the op co
   pooled tensor, so the graph stays 4-D and needs no flatten or reshape around its PReLUs.
 * ``factorized_depthwise_merged``: an S2+ block's parallel k×1 and 1×k depthwise convs and their batch
   norms as one k×k depthwise conv with a cross-shaped kernel.
-* ``merge_batchnorms``: the batch norm after a module's concatenation folded into the last linear op of
-  each branch (and, after a residual sum, a depthwise 1×1 convolution of the residual input).
+* ``merge_batchnorms``: the batch norm after a non-residual module's concatenation folded into the last
+  linear op of each branch.
 * ``two_class_confidence``: ``1 − max softmax`` over two classes (SINet's information blocking) as
   ``sigmoid(−|x₀ − x₁|)``: no softmax and no channel reduction.
 * ``batchnorms_before_upsampling``: a batch norm after a bilinear upsampling moved before it (interpolation
@@ -145,7 +145,9 @@ def merge_factorized_depthwise(network: nn.Module) -> int:
 
 
 def fold_merge_batchnorms(network: nn.Module) -> int:
-    """Fold every merge module's batch norm into its branches (`quantize.rewrites.fold_merge_batchnorm`)."""
+    """Fold every non-residual merge module's batch norm into its branches (`quantize.rewrites.fold_merge_batchnorm`).
+    After a residual sum the fold would scale the residual input with a depthwise conv and put the PReLU
+    right after the ADD, where onnx2tf loses the tensor layout (SINet: 27 TRANSPOSEs)."""
     merges = [m for m in network.modules() if isinstance(m, MergeModule) and not m.residual and isinstance(m.out.bn, nn.BatchNorm2d)]
     for merge in merges:
         fold_merge_batchnorm(merge)
