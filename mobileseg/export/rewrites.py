@@ -160,6 +160,8 @@ def _rewrite_forwards(network: nn.Module, rewrite: Callable[[nn.Module, fx.Graph
     Returns the places changed; a module whose forward does not trace (``int(x.shape[2])``) is left as is."""
     changed = 0
     for owner in list(network.modules()):
+        if next(owner.children(), None) is None:
+            continue  # both rewrites match calls of child modules: a leaf has nothing to rewrite
         try:
             graph = _OneLevel(owner).trace(owner)
         except Exception:  # noqa: BLE001 (not traceable one level, so not rewritten)
