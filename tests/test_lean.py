@@ -129,6 +129,45 @@ def test_a_users_model_gets_the_lean_treatment(tmp_path):
     assert all(m["max_rel"] <= 1e-4 for m in entry["lean"]["proof"].values())
 
 
+UPSAMPLED_MODEL = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Upsampled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(F.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False))
+
+
+    def build():
+        torch.manual_seed(0)
+        model = Upsampled()
+        with torch.no_grad():
+            model.bn.running_mean.uniform_(-0.5, 0.5)
+            model.bn.running_var.uniform_(0.5, 2.0)
+        return model.eval()
+''')
+
+
+def test_a_users_model_with_only_an_exact_rewrite_is_exported_lean(tmp_path):
+    """No denormal and no dead channel, but a batch norm after an upsampling: the rewrite alone makes it lean."""
+    (tmp_path / "up.py").write_text(UPSAMPLED_MODEL)
+    (tmp_path / "up.yaml").write_text(DEAD_RECIPE.replace("name: dead", "name: up"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", "--model", f"{tmp_path}/up.py:build", "--recipe", str(tmp_path / "up.yaml"),
+                                 "-t", "onnx", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entry = json.loads((out / "manifest.json").read_text())["artifacts"][0]
+    assert entry["lean"]["applied"] and entry["lean"]["rewrites"] == {"batchnorms_before_upsampling": 1}
+    assert entry["ops"].get("BatchNormalization", 0) == 0  # moved before the upsampling, then folded into the conv
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="FTZ/DAZ is an x86 register")
 def test_the_profile_says_whether_a_run_is_denormal_bound(sinet_folders, tmp_path):
     report = tmp_path / "profile.json"

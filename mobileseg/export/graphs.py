@@ -41,7 +41,8 @@ def export_graphs(
     """Write ``TARGET/GRAPH_PRECISION.SUFFIX`` for every graph of ``deployable`` and every target of
     ``precisions`` (in order; tflite converts the onnx file when onnx came first) into ``staging``;
     returns the manifest entries and the parity result of each file. With ``lean``, a graph with denormal
-    or tiny constants or dead channels is exported lean (`export/lean.py`) once proven on its cases."""
+    or tiny constants, dead channels or a place for an exact rewrite is exported lean (`export/lean.py`)
+    once proven on its cases."""
     check_graph_precisions(precisions)
     onnx = target_registry.get("onnx")
     entries, parity = [], []
@@ -98,7 +99,7 @@ def lean_graph_of(graph, cases, tolerance: dict, kinds: dict[str, str] | None):
 
     samples = [tuple(torch.from_numpy(inputs[n]) for n in graph.input_names) for _, inputs, _ in cases]
     lean, record = lean_module(graph.module, samples)
-    if not (record.denormal_constants or record.tiny_constants or record.dead_channels):
+    if not (record.denormal_constants or record.tiny_constants or record.dead_channels or record.rewrites):
         return None, None
     outputs = [run(lean, inputs) for _, inputs, _ in cases]
     applied = True
