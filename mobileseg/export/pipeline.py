@@ -284,7 +284,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
             make_calibration=calibration, say=say,
         )  # fmt: skip
         floats = [p for name in plan.targets for p in target_registry.get(name).chosen_precisions(plan.target_options[name]) if p != "int8"]
-        lean = _lean(job, request.lean) if floats else None
+        lean = _lean(job, request.lean, example) if floats else None
         if "tflite" in plan.targets:
             job.onnx_file()  # first, as TFLite converts it (the ONNX export's time is its own)
         artifacts = [entry for name in plan.targets for entry in target_registry.get(name).export_picture_model(job)]
@@ -319,7 +319,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
 LEAN_SAMPLES = 4  # calibration pictures dead channels are judged on (a dead channel is constant on any)
 
 
-def _lean(job, wanted: bool):
+def _lean(job, wanted: bool, example):
     """Make ``job.exported`` the lean module when it meets the fp32 tolerance against the plain one on the
     recipe's photos; returns its `LeanRecord` (None when not wanted), with the ONNX op counts of both graphs
     and, per photo, both graphs' distance to the plain network run in float64."""
@@ -327,7 +327,7 @@ def _lean(job, wanted: bool):
 
     from mobileseg.export.lean import lean_module, prove
     from mobileseg.export.onnx import export_onnx
-    from mobileseg.preprocess import example_input, format_input
+    from mobileseg.preprocess import format_input
     from mobileseg.verify.metrics import compare
     from mobileseg.verify.parity import Float64Reference, parity_inputs
 
@@ -353,12 +353,12 @@ def _lean(job, wanted: bool):
                 record.proof[label]["max_rel_to_float64"] = {
                     name: compare(truth, runs[model][label])["max_rel"] for name, model in (("plain", job.reference), ("lean", lean))
                 }  # fmt: skip
-        example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
-        plain_info = export_onnx(job.reference, example, job.scratch / "plain.onnx", job.onnx_options)
-        record.graph_ops = {"plain": plain_info.op_counts, "lean": job.onnx_file()[1].op_counts}
+        record.graph_ops["plain"] = export_onnx(job.reference, example, job.scratch / "plain.onnx", job.onnx_options).op_counts
     else:
         job.notes.append(f"float files convert the plain network: {record.reason}")
     job.timings["lean"] = time.perf_counter() - started
+    if record.applied:  # the lean graph's own ONNX file, timed as the ONNX export
+        record.graph_ops["lean"] = job.onnx_file()[1].op_counts
     return record
 
 
