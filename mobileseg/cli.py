@@ -152,9 +152,8 @@ def main_callback(
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """List the zoo: parameters, MACs at the default input, input size, classes."""
     from mobileseg import zoo
-    from mobileseg.zoo.macs import count_macs
-
     from mobileseg.export.pipeline import DEFAULT_ARTIFACTS_DIR
+    from mobileseg.zoo.macs import count_macs
 
     rows = []
     for name in zoo.names():
@@ -245,7 +244,7 @@ def export(
     calibration: Annotated[Optional[Path], typer.Option(help="Folder of images to calibrate TFLite int8 with (default: bundled photos).")] = None,
     float_fallback: Annotated[Optional[bool], typer.Option("--float-fallback/--no-float-fallback", help="Core ML fp16, TFLite fp16/dynamic: keep in float32 the ops reduced precision wrecks (default on).")] = None,
     bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="TFLite int8: take each convolution's mean output shift on the calibration crops out of its bias (default on).")] = None,
-    lean: Annotated[bool, typer.Option("--lean/--plain", help="Float files without denormal constants and with dead channels frozen, proven against the plain network (default); --plain converts the network as it is.")] = True,
+    lean: Annotated[bool, typer.Option("--lean/--plain", help="Float files without denormal constants, with dead channels frozen and exact rewrites that drop layout ops, proven against the plain network (default); --plain converts the network as it is.")] = True,
     recipe: Annotated[Optional[Path], typer.Option(help="A recipe YAML instead of export_recipes/<model>.yaml.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Artifact folder (default artifacts/<model>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact folder.")] = False,

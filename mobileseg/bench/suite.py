@@ -17,7 +17,6 @@ noise affects both alike; the ratio of medians is the figure of merit.
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -148,14 +147,14 @@ def bench_peer(weights_dir: str | None, peers_dir: str | None, repeats: int = 3,
             file, peer_size, peer_macs = PEER_MODELS[pair]
             invokes[f"peer_{pair}"] = _invoke(litert, peers / file, resize_rgb01(photo("astronaut"), *peer_size)[None])
             macs[f"peer_{pair}"], files[f"peer_{pair}"] = peer_macs, file
+            picture, sinet_macs = resize_rgb01(photo("astronaut"), height, width)[None], count_macs(zoo.build("sinet"), (1, 3, height, width))
             for lean in (False, True):
                 name = f"sinet_{height}x{width}_{'lean' if lean else 'plain'}"
                 out = Path(tmp) / name
                 export_model(ExportRequest("sinet", targets=["tflite"], precisions=["fp32"], input_size=(height, width),
                                            weights=weights, random_weights=weights is None, out=out, lean=lean))  # fmt: skip
-                picture = resize_rgb01(photo("astronaut"), height, width)[None]
                 invokes[name] = _invoke(litert, out / "model_fp32.tflite", picture)
-                macs[name] = count_macs(zoo.build("sinet"), (1, 3, height, width))
+                macs[name] = sinet_macs
                 files[name] = f"mobileseg export sinet -t tflite -p fp32 --input-size {height}x{width}{'' if lean else ' --plain'}"
         runs = [_interleaved(invokes, rounds, per_round, warmup=20) for _ in range(repeats)]
     medians = {name: [run[name].median for run in runs] for name in invokes}
@@ -313,6 +312,8 @@ def run_suite(out: Path, weights_dir: str | None, artifacts: Path, peers_dir: st
               only: tuple[str, ...] = SUITE) -> dict:  # fmt: skip
     """Run the benchmarks of ``only`` (all by default, in `SUITE` order); write ``out`` (and the sweep and
     VOS results beside it); return the document."""
+    from mobileseg.bench.profile import host_info
+
     out = Path(out)
     check_replaceable_file(out)
     unknown = sorted(set(only) - set(SUITE))
@@ -329,22 +330,11 @@ def run_suite(out: Path, weights_dir: str | None, artifacts: Path, peers_dir: st
     }
     results = {
         "schema": "mobileseg.bench/2",
-        "host": {"machine": platform.machine(), "processor": _processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "host": host_info(),
         "benchmarks": {name: benchmarks[name]() for name in SUITE if name in only},
     }  # fmt: skip
     write_json_file(out, results)
     return results
-
-
-def _processor() -> str:
-    """The CPU model (``platform.processor()`` is often empty on Linux); what is free on one costs 3× on another."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def summary(results: dict) -> list[str]:

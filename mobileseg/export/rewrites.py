@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from mobileseg.quantize.rewrites import _OneLevel, fold_merge_batchnorm
+from mobileseg.quantize.rewrites import _OneLevel, batchnorm_affine, fold_merge_batchnorm
 from mobileseg.zoo.blocks import ChannelShuffle, MergeModule, S2Block, S2Module, SqueezeExcite
 
 Rewrite = Callable[[nn.Module], int]
@@ -123,8 +123,6 @@ def merge_factorized_depthwise(network: nn.Module) -> int:
     one k×k depthwise conv with bias whose kernel is the cross of both: one op instead of four (onnx2tf
     also loses the tensor layout at a PReLU that reads a sum, and writes ~5 TRANSPOSEs around each).
     It costs k² instead of 2k multiply-adds per value on those convolutions."""
-    from mobileseg.quantize.rewrites import batchnorm_affine
-
     count = 0
     for block in network.modules():
         if not (isinstance(block, S2Block) and block.factorized):
