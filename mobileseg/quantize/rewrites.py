@@ -57,8 +57,7 @@ def channel_equalizations(module: nn.Module) -> list[ChannelEqualization]:
         def apply(scale: torch.Tensor) -> None:
             module.dw.weight.div_(scale.view(-1, 1, 1, 1))
             if module.se is not None:
-                weight = module.se.fc1.weight  # Linear (out, in), or a 1×1 conv (out, in, 1, 1) after export.rewrites
-                weight.mul_(scale.view(1, -1, *[1] * (weight.dim() - 2)))
+                module.se.fc1.weight.mul_(scale.view(1, -1))
             module.pw.weight.mul_(scale.view(1, -1, 1, 1))
 
         return [ChannelEqualization(module.dw, apply)]
