@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+WARMUP = 3  # untimed runs before the measured ones
+
 
 def onnxruntime_op_costs(path: Path, feed: dict[str, np.ndarray], threads: int | None, runs: int = 20) -> dict:
     """Per-run milliseconds by op type (and the ten costliest nodes) from onnxruntime's profiler."""
@@ -32,17 +34,17 @@ def onnxruntime_op_costs(path: Path, feed: dict[str, np.ndarray], threads: int |
     with scratch("ort-profile-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(3):
-            session.run(None, feed)
-        session.end_profiling()  # the warm-up runs go in a file of their own
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for _ in range(runs):
+        for _ in range(WARMUP + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
+    # the profile spans the session's life: count only the nodes of the runs after the warm-up ones
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    measured_from = starts[WARMUP] if len(starts) > WARMUP else 0
     by_type: dict[str, float] = defaultdict(float)
     by_node: dict[str, float] = defaultdict(float)
     for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+        if (event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+                and event.get("ts", 0) >= measured_from):  # fmt: skip
             op = event.get("args", {}).get("op_name", "?")
             by_type[op] += event["dur"] / 1e3 / runs
             by_node[f"{op} {event['name'][: -len('_kernel_time')]}"] += event["dur"] / 1e3 / runs
@@ -72,7 +74,7 @@ def tflite_op_costs(path: Path, picture: np.ndarray | None, module: str = "ai_ed
             shape = tuple(detail["shape"])
             value = picture if picture is not None and picture.shape == shape else np.random.default_rng(0).random(shape)
             interpreter.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=detail["dtype"]))
-        for _ in range(3):
+        for _ in range(WARMUP):
             interpreter.invoke()
         samples = []
         for _ in range(runs):
