@@ -291,7 +291,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
         count_layout_ops(artifacts)  # export/rewrites.py
         say("checking parity against PyTorch")
         started = time.perf_counter()
-        report = run_parity(reference, recipe, staging, artifacts, spec.output_kind, threads=request.threads)
+        report = run_parity(reference, recipe, staging, artifacts, spec.output_kind, threads=request.threads, masks=True)
         job.timings["parity"] = time.perf_counter() - started
         write_json(staging / "parity.json", report.to_dict())
         (staging / "parity.md").write_text(to_markdown(report))

@@ -23,6 +23,8 @@ Case = tuple[str, dict, dict]
 # (case index, output name, candidate, tolerance) → (metrics, record) when a more exact reference passes the
 # candidate that failed against PyTorch float32, else None
 SecondOpinion = Callable[[int, str, np.ndarray, dict], "tuple[dict, dict] | None"]
+# (row, case label, output name, reference, candidate) → fields the case record adds (e.g. a picture's path)
+Observer = Callable[["ArtifactResult", str, str, np.ndarray, np.ndarray], dict]
 
 
 def first_line(exc: BaseException) -> str:
@@ -51,6 +53,7 @@ def _output(outputs: dict, name: str, reference: np.ndarray) -> np.ndarray:
 def judge_cases(
     session, cases: list[Case], tolerance: dict, output_kinds: dict[str, str] | None = None,
     judged: Callable[[str], bool] | None = None, second_opinion: SecondOpinion | None = None,
+    observe: Callable[[str, str, np.ndarray, np.ndarray], dict] | None = None,
 ) -> list[dict]:  # fmt: skip
     """Run ``session`` on every case; one record per case and output: ``input`` (the case's label),
     ``output``, ``gated`` (whether ``tolerance`` judges this case: ``judged(label)``, default all),
@@ -66,10 +69,13 @@ def judge_cases(
                 kind = (output_kinds or {}).get(name)
                 metrics = compare(reference, candidate, kind if kind in LABEL_KINDS and reference.ndim == 4 else None)
                 failures = check(metrics, tolerance) if gated else []
+                if observe is not None:
+                    extra.update(observe(label, name, reference, candidate))
                 if failures and second_opinion is not None:
                     better = second_opinion(index, name, candidate, tolerance)
                     if better is not None:
-                        (metrics, extra), failures = better, []
+                        (metrics, more), failures = better, []
+                        extra.update(more)
                 bad = int(np.size(candidate) - np.isfinite(candidate).sum())
                 if bad:  # name the cause: a runtime bug (e.g. NaN from a delegate) reads better than "inf"
                     failures.insert(0, f"output has {bad} non-finite (NaN/inf) values")
@@ -82,6 +88,7 @@ def judge_cases(
 def file_row(
     folder: Path, entry: dict, runtime, cases: list[Case], tolerance: dict, output_kinds: dict[str, str] | None = None,
     threads: int | None = 1, judged: Callable[[str], bool] | None = None, second_opinion: SecondOpinion | None = None,
+    observe: Observer | None = None,
 ) -> ArtifactResult:  # fmt: skip
     """The `ArtifactResult` of manifest ``entry``'s file on ``runtime`` (a `Runtime`): one case per parity
     input and output; a file the runtime cannot load or run is an ``error`` row with the reason."""
@@ -89,7 +96,8 @@ def file_row(
     try:
         session = runtime.load(Path(folder) / entry["file"], threads=threads, io=entry.get("io", {}))
         row.version = session.info.version
-        row.cases = judge_cases(session, cases, tolerance, output_kinds, judged, second_opinion)
+        seen = (lambda *args: observe(row, *args)) if observe is not None else None
+        row.cases = judge_cases(session, cases, tolerance, output_kinds, judged, second_opinion, seen)
     except Exception as exc:  # noqa: BLE001 (a runtime crash is a parity failure, reported, not raised)
         row.status, row.reason = "error", f"{type(exc).__name__}: {first_line(exc)}"
         return row

@@ -17,6 +17,7 @@ from mobileseg.recipes import Recipe
 from mobileseg.runtimes.torch_runtime import TorchRuntime
 from mobileseg.verify.judge import file_row, runtime_rows
 from mobileseg.verify.metrics import JUDGED_ON_KEY, check, compare, widened
+from mobileseg.verify.noise_floor import NoiseFloor, judge_by_floor, noise_floor
 from mobileseg.verify.results import ParityReport, json_safe  # noqa: F401  (ParityReport re-exported)
 
 
@@ -79,6 +80,36 @@ def parity_inputs(recipe: Recipe) -> list[ParityInput]:
     ]
 
 
+def _forward(reference: nn.Module, image: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return reference(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+
+
+def _float_input(rgb01: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """A picture off the 8-bit levels as the reference takes it: a uint8 model's preprocessing casts its
+    input to float, so it takes 0..255 floats."""
+    if recipe.input_format == "uint8":
+        return (rgb01 * 255).astype(np.float32)
+    return format_input(rgb01, recipe.input_format, recipe.normalization)
+
+
+def mask_writer(folder: Path, output_kind: str):
+    """A `judge.Observer` that writes each photo's label-map picture under ``folder/masks``."""
+    from mobileseg.verify.judge import LABEL_KINDS
+    from mobileseg.verify.masks import write_mask_picture
+    from mobileseg.verify.metrics import labels
+
+    def observe(row, label: str, name: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
+        if not label.startswith("photo:") or output_kind not in LABEL_KINDS or reference.ndim != 4:
+            return {}
+        stem = "-".join([row.target, row.precision, row.runtime, label.removeprefix("photo:")])
+        relative = f"masks/{stem}.png"
+        write_mask_picture(folder / relative, labels(reference, output_kind), labels(candidate, output_kind), reference.shape[1])
+        return {"mask_png": relative}
+
+    return observe
+
+
 def run_parity(
     reference: nn.Module,
     recipe: Recipe,
@@ -87,33 +118,47 @@ def run_parity(
     output_kind: str,
     runtime_names: list[str] | None = None,
     threads: int | None = None,
+    masks: bool = False,
 ) -> ParityReport:
     """Run every artifact on every available runtime for its target and compare with ``reference``, through
     the one parity loop (`verify/judge.py`); fp32 files that miss get the float64 second opinion.
 
     ``artifacts`` are manifest entries ``{"target", "precision", "file", ...}``; ``runtime_names``
-    restricts the runtimes tried (default: all of them).
+    restricts the runtimes tried (default: all of them). With ``masks``, each photo's label maps are
+    written to ``folder/masks/`` (`verify/masks.py`) and the case records their path.
     """
     cases = parity_inputs(recipe)
     input_name = "image"
     torch_session = TorchRuntime().from_module(reference, [input_name], ["logits"], threads)
     expected = [torch_session.run({input_name: case.as_format(recipe.input_format, recipe)})["logits"] for case in cases]
     float64_reference = Float64Reference(reference)
-    floors: dict[int, dict[str, float]] = {}
+    float32_floors: dict[int, dict[str, float]] = {}
 
     def second_opinion(index: int, name: str, candidate: np.ndarray, tolerance: dict):
         exact = float64_reference(index, cases[index].as_format(recipe.input_format, recipe))
         if exact is None:
             return None
-        if index not in floors:  # PyTorch float32 against float64: the same for every artifact
-            floors[index] = compare(exact, expected[index], output_kind)
+        if index not in float32_floors:  # PyTorch float32 against float64: the same for every artifact
+            float32_floors[index] = compare(exact, expected[index], output_kind)
         exact_metrics = compare(exact, candidate, output_kind)
-        if check(exact_metrics, widened(tolerance, floors[index])):
+        if check(exact_metrics, widened(tolerance, float32_floors[index])):
             return None
-        return exact_metrics, {"reference": "float64", "float32_floor": json_safe(floors[index])}
+        return exact_metrics, {"reference": "float64", "float32_floor": json_safe(float32_floors[index])}
 
     def judged(tolerance: dict):
         return lambda label: tolerance.get(JUDGED_ON_KEY, "all") == "all" or label.startswith("photo:")
+
+    noise_floors: dict[str, NoiseFloor] = {}
+
+    def pixel_noise_floors() -> dict[str, NoiseFloor]:  # made once, for the first reduced-precision file
+        if not noise_floors:
+            for case, clean in zip(cases, expected):
+                if case.label.startswith("photo:"):
+                    noise_floors[case.label] = noise_floor(
+                        lambda image: _forward(reference, image), case.rgb01, clean,
+                        lambda rgb01: _float_input(rgb01, recipe), output_kind,
+                    )  # fmt: skip
+        return noise_floors
 
     results = []
     for artifact in artifacts:
@@ -122,9 +167,14 @@ def run_parity(
         formatted = [(case.label, {input_name: case.as_format(input_format, recipe)}, {"logits": out})
                      for case, out in zip(cases, expected)]  # fmt: skip
         opinion = second_opinion if artifact["precision"] == "fp32" else None
-        results += runtime_rows(artifact, lambda runtime: file_row(
+        rows = runtime_rows(artifact, lambda runtime: file_row(
             folder, artifact, runtime, formatted, tolerance, {"logits": output_kind}, threads, judged(tolerance), opinion,
+            mask_writer(Path(folder), output_kind) if masks else None,
         ), runtime_names, tolerance)  # fmt: skip
+        if artifact["precision"] != "fp32" and tolerance.get(JUDGED_ON_KEY) == "photos":
+            for row in rows:
+                judge_by_floor(row, pixel_noise_floors())
+        results += rows
     return ParityReport(
         model=recipe.model,
         input_format=recipe.input_format,

@@ -25,6 +25,7 @@ class ArtifactResult:
     version: str = ""
     tolerance: dict = field(default_factory=dict)
     cases: list[dict] = field(default_factory=list)
+    rule: str = ""  # what passed it: "bar" (the recipe's bounds) or "noise floor" (verify/noise_floor.py)
 
     def worst(self) -> dict[str, float]:
         """The worst value of each metric over the cases the tolerance gates."""
@@ -46,7 +47,7 @@ class ArtifactResult:
         return {
             "target": self.target, "precision": self.precision, "file": self.file, "runtime": self.runtime,
             "version": self.version, "status": self.status, "reason": self.reason, "tolerance": self.tolerance,
-            "worst": json_safe(self.worst()), "cases": [{**c, "metrics": json_safe(c["metrics"])} for c in self.cases],
+            "rule": self.rule, "worst": json_safe(self.worst()), "cases": [{**c, "metrics": json_safe(c["metrics"])} for c in self.cases],
         }  # fmt: skip
 
 
@@ -84,7 +85,7 @@ class ParityReport:
             cases = [{**c, "metrics": {k: float(v) for k, v in c["metrics"].items()}} for c in r["cases"]]
             results.append(ArtifactResult(
                 r["target"], r["precision"], r["file"], r["runtime"], r["status"], r.get("reason", ""),
-                r.get("version", ""), r.get("tolerance", {}), cases,
+                r.get("version", ""), r.get("tolerance", {}), cases, r.get("rule", ""),
             ))  # fmt: skip
         return cls(data["model"], data["input_format"], data["inputs"], results, data["reference"])
 
