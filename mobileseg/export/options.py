@@ -75,7 +75,7 @@ class CoreMLOptions:
 
 # ---- TFLite (export/tflite.py) ----------------------------------------------------------------------------
 
-TFLITE_PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+TFLITE_PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "a16w8")
 RANGE_METHODS = ("minmax", "mse")
 
 

@@ -282,8 +282,9 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
             recipe, reference, reference, staging, scratch_dir, plan.options, plan.onnx,
             make_onnx=lambda path: export_onnx(job.exported, example, path, plan.onnx, metadata=_onnx_metadata(recipe)),
             make_calibration=calibration, say=say,
+            precisions={name: target_registry.get(name).chosen_precisions(plan.target_options[name]) for name in plan.targets},
         )  # fmt: skip
-        floats = [p for name in plan.targets for p in target_registry.get(name).chosen_precisions(plan.target_options[name]) if p != "int8"]
+        floats = [p for chosen in job.precisions.values() for p in chosen if p not in INTEGER_PRECISIONS]
         lean = _lean(job, request.lean, example) if floats else None
         if "tflite" in plan.targets:
             job.onnx_file()  # first, as TFLite converts it (the ONNX export's time is its own)
@@ -316,6 +317,7 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
     return ExportResult(out, manifest, report, recipe, reference, timings={k: round(v, 3) for k, v in job.timings.items()})
 
 
+INTEGER_PRECISIONS = ("int8", "a16w8")  # converted from the network rewritten to quantise (quantize/int8.py), not the lean one
 LEAN_SAMPLES = 4  # calibration pictures dead channels are judged on (a dead channel is constant on any)
 
 

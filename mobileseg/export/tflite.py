@@ -352,9 +352,27 @@ def _convert(
     # Per-tensor quantised dense layers: the per-channel FULLY_CONNECTED (op version 12) of TF >= 2.15
     # cannot be loaded by older interpreters such as tflite-runtime 2.14; the SE layers are tiny anyway.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
+    samples = calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1)
+    if precision == "a16w8":
+        return _a16w8(converter, samples), {}
     if precision != "int8":
         return converter.convert(), {}
-    return _int8(converter, calibration if options.keep_nchw else calibration.transpose(0, 2, 3, 1), options)
+    return _int8(converter, samples, options)
+
+
+def _a16w8(converter, samples: np.ndarray) -> bytes:
+    """TFLite's 16×8 mode: int16 activations (symmetric, per tensor, min/max on ``samples``), int8
+    per-channel weights, int64 biases; float32 input and output around them. Every op must have a 16×8
+    kernel (no float fallback): the caller has expressed PReLU in ops that do (quantize/a16w8.py)."""
+    import tensorflow as tf
+
+    def representative_dataset():
+        for sample in samples:
+            yield [np.ascontiguousarray(sample[None])]
+
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return converter.convert()
 
 
 def _int8(converter, samples: np.ndarray, options: TfliteOptions) -> tuple[bytes, dict]:

@@ -32,6 +32,7 @@ DEFAULT_TOLERANCES = {
     "fp16": {"min_cosine": 0.999, "min_argmax_agreement": 0.99, "judged_on": "photos"},
     "dynamic": {"min_cosine": 0.99, "min_argmax_agreement": 0.97, "judged_on": "photos"},
     "int8": {"min_cosine": 0.98, "min_argmax_agreement": 0.97, "judged_on": "photos"},
+    "a16w8": {"min_cosine": 0.99, "min_argmax_agreement": 0.97, "judged_on": "photos"},
 }
 # How an options field's annotation reads as a recipe value kind
 _KINDS = {"bool": "switch", "int": "number", "float": "number", "str": "text", "tuple[str, ...]": "names"}
@@ -168,6 +169,7 @@ class PictureJob:
     make_onnx: Callable[[Path], Any]  # writes the ONNX file at a path, returns its OnnxExportInfo
     make_calibration: Callable[[int], Any]  # count → NCHW RGB [0, 1] pictures (the first ones whatever the count)
     say: Callable[[str], None]
+    precisions: dict[str, list[str]] = field(default_factory=dict)  # target name → the precisions it exports
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     _onnx: tuple[Path, Any] | None = None
@@ -185,7 +187,7 @@ class PictureJob:
 
     def calibration(self, count: int):
         """The first ``count`` calibration pictures; all targets' counts are made at once, on first use."""
-        if self._calibration is None:
+        if self._calibration is None or len(self._calibration) < count:
             wanted = max(get_target(name).calibration_count(options) for name, options in self.options.items())
             self._calibration = self.make_calibration(max(wanted, count))
         return self._calibration[:count]

@@ -12,7 +12,7 @@ from mobileseg.targets.base import Target
 class TfliteTarget(Target):
     name = "tflite"
     suffix = ".tflite"
-    precisions = ("fp32", "fp16", "dynamic", "int8")
+    precisions = ("fp32", "fp16", "dynamic", "int8", "a16w8")
     graph_precisions = ("fp32", "fp16")
     options_type = TfliteOptions
     runtime = "litert"
@@ -39,13 +39,13 @@ class TfliteTarget(Target):
 
         options.validate(recipe.input_format)
         folder = values.get("calibration")
-        if folder and "int8" in options.precisions and not Path(folder).is_dir():
+        if folder and set(INTEGER) & set(options.precisions) and not Path(folder).is_dir():
             raise RecipeError(f"calibration folder not found: {folder}")
 
     def calibration_count(self, options):
         from mobileseg.export.tflite import FALLBACK_SAMPLES
 
-        return options.calibration_samples if "int8" in options.precisions else FALLBACK_SAMPLES
+        return options.calibration_samples if set(INTEGER) & set(options.precisions) else FALLBACK_SAMPLES
 
     def export_picture_model(self, job):
         import time
@@ -71,28 +71,37 @@ def _picture_files(job, options: TfliteOptions, onnx_path: Path, calibration_cou
     calibration = format_input(job.calibration(calibration_count), recipe.input_format, recipe.normalization)
     output_shape = zoo.spec(recipe.model).output_shape(*recipe.input_size, batch=recipe.batch)
     example = example_input(recipe.input_format, recipe.batch, *recipe.input_size)
-    float_precisions = tuple(p for p in options.precisions if p != "int8")
+    float_precisions = tuple(p for p in options.precisions if p not in INTEGER)
     entries = []
     if float_precisions:
         entries += _convert(job, job.exported, onnx_path, example, replace(options, precisions=float_precisions),
                             calibration, output_shape, job.scratch / "float")  # fmt: skip
-    if "int8" in options.precisions:
-        entries += _int8(job, example, replace(options, precisions=("int8",)), calibration, output_shape)
+    for precision in INTEGER:
+        if precision in options.precisions:
+            entries += _integer(job, example, replace(options, precisions=(precision,)), calibration, output_shape)
     return entries
 
 
-def _int8(job, example, options, calibration, output_shape) -> list[dict]:
-    """int8 converts the same function rewritten to quantise well (exact to ~1e-5; see quantize/int8.py).
-    Float precisions keep the graph of the ONNX artifact; the second onnx2tf run this costs is paid only
-    when int8 is asked for."""
+INTEGER = ("int8", "a16w8")  # converted from the network rewritten to quantise well, each with its own onnx2tf run
+
+
+def _integer(job, example, options, calibration, output_shape) -> list[dict]:
+    """int8 (and a16w8) convert the same function rewritten to quantise well (exact to ~1e-5; see
+    quantize/int8.py); a16w8 also has its PReLUs expressed in ops TFLite's 16×8 mode takes
+    (quantize/a16w8.py). Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
+    costs is paid only when asked for."""
+    from mobileseg.quantize.a16w8 import prelus_as_relus
     from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
 
+    (precision,) = options.precisions
     int8_reference, rewrites = int8_module(job.reference, calibration, options.channel_equalization)
-    int8_onnx = job.scratch / "model_int8.onnx"
+    if precision == "a16w8":
+        rewrites["prelus_as_relus"] = prelus_as_relus(int8_reference)
+    int8_onnx = job.scratch / f"model_{precision}.onnx"
     export_onnx(int8_reference, example, int8_onnx, job.onnx_options)
     rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
-    entries = _convert(job, int8_reference, int8_onnx, example, options, calibration, output_shape, job.scratch / "int8",
+    entries = _convert(job, int8_reference, int8_onnx, example, options, calibration, output_shape, job.scratch / precision,
                        batchnorms_as_depthwise_convs)  # fmt: skip
     for entry in entries:
         entry["int8_rewrites"] = rewrites
