@@ -91,7 +91,7 @@ def quantize_a16w8(
             str(float_onnx), str(target), _Pictures(calibration, input_name), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt16, weight_type=QuantType.QInt8,
             nodes_to_exclude=kept, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"UseQDQContribOps": True, "CalibMaxIntermediateOutputs": 1},  # ranges merged per picture, not all kept
+            extra_options={"UseQDQContribOps": True},
         )  # fmt: skip
     finally:
         quiet.level = level
