@@ -321,6 +321,64 @@ def verify(
         raise typer.Exit(EXIT_PARITY_FAILED)
 
 
+@app.command()
+def explain(
+    artifact: Annotated[Path, typer.Argument(help="An artifact folder written by `mobileseg export`, or a file in one.")],
+    target: Annotated[Optional[str], typer.Option(help="Which file of the folder: its target (onnx, coreml, tflite).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Which file of the folder: its precision.")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="The runtime to trace (the target's reference kernels: onnxruntime, litert-noxnn, mil-reference).")] = None,
+    input: Annotated[Optional[str], typer.Option("--input", help="A bundled photo (default: the recipe's first parity photo).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write OUT.json and OUT.png (default: explain-<model>-<target>-<precision>-<photo> here).")] = None,
+    top: Annotated[int, typer.Option(help="Rows of the table: the layers that add most.")] = 15,
+) -> None:
+    """Where a file departs from PyTorch, layer by layer: each layer's local and accumulated error, ranked."""
+    from mobileseg.images import PHOTOS
+    from mobileseg.outputs import check_replaceable_file, save_figure, write_json_file
+    from mobileseg.verify.explain import TRACED_RUNTIMES, error_plot, explain_artifact
+
+    if target is not None and target not in TRACED_RUNTIMES:
+        raise MobilesegError(f"unknown target {target!r}; choose from {', '.join(TRACED_RUNTIMES)}")
+    if runtime is not None and runtime not in TRACED_RUNTIMES.values():
+        raise MobilesegError(
+            f"explain traces each target with the runtime that keeps every intermediate tensor: "
+            f"{', '.join(f'{t}: {r}' for t, r in TRACED_RUNTIMES.items())}; not {runtime!r}"
+        )  # fmt: skip
+    if runtime is not None and target is not None and TRACED_RUNTIMES[target] != runtime:
+        raise MobilesegError(f"{target} files are traced with {TRACED_RUNTIMES[target]}, not {runtime}")
+    if input is not None and input not in PHOTOS:
+        raise MobilesegError(f"unknown photo {input!r}; bundled photos: {', '.join(PHOTOS)}")
+    if top < 1:
+        raise MobilesegError("--top must be at least 1")
+    if not artifact.exists():
+        raise MobilesegError(f"{artifact} does not exist")
+    if runtime is not None and target is None:
+        target = next(t for t, r in TRACED_RUNTIMES.items() if r == runtime)
+    if out is not None:
+        for suffix in (".json", ".png"):
+            check_replaceable_file(Path(f"{out}{suffix}"))
+    with err.status(f"explaining {artifact}"):
+        result = explain_artifact(artifact, target, precision, input)
+    stem = out or Path(f"explain-{Path(artifact).resolve().name if Path(artifact).is_dir() else Path(artifact).resolve().parent.name}"
+                       f"-{result.target}-{result.precision}-{result.input.removeprefix('photo:')}")  # fmt: skip
+    for suffix in (".json", ".png"):
+        check_replaceable_file(Path(f"{stem}{suffix}"))
+    rows = [
+        [str(rank), layer.module or "(network)", layer.module_type, layer.op, fmt_error(layer.local), fmt_error(layer.accumulated)]
+        for rank, layer in enumerate(result.ranked()[:top], 1)
+    ]  # fmt: skip
+    render_rows(f"where {result.file} ({result.target} {result.precision}) departs, on {result.input}",
+                ["rank", "module", "type", "op", "local", "accumulated"], rows,
+                f"{len(result.layers)} layers matched ({result.unmatched_modules} modules without a tensor of their own); "
+                f"error: RMS / reference spread; reference: {result.reference}; traced with {result.runtime}")  # fmt: skip
+    write_json_file(Path(f"{stem}.json"), result.to_dict())
+    save_figure(error_plot(result), Path(f"{stem}.png"), dpi=110)
+    err.print(f"wrote {stem}.json and {stem}.png", highlight=False)
+
+
+def fmt_error(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
 def render_rows(title: str, header: list[str], rows: list[list[str]], caption: str | None = None) -> None:
     table = Table(title=title, caption=caption)
     for column in header:

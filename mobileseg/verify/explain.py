@@ -78,12 +78,16 @@ class Explanation:
         return sorted(self.layers, key=lambda layer: -(layer.local if layer.local is not None else layer.accumulated))
 
     def to_dict(self) -> dict:
+        def finite(value):
+            return value if value is None or np.isfinite(value) else str(value)
+
+        layers = [{**asdict(layer), "accumulated": finite(layer.accumulated), "local": finite(layer.local)} for layer in self.layers]
         return {
             "schema": "mobileseg.explain/1", "file": self.file, "target": self.target, "precision": self.precision,
             "runtime": self.runtime, "input": self.input, "reference": self.reference,
             "metric": "RMS error / RMS of the reference around each channel's mean",
             "unmatched_modules": self.unmatched_modules,
-            "layers": [asdict(layer) for layer in self.layers],
+            "layers": layers,
             "ranked": [layer.module for layer in self.ranked()],
         }  # fmt: skip
 
@@ -212,17 +216,33 @@ def match_by_value(outputs, tensors: list[ArtifactTensor]) -> list[tuple[str, st
 
 
 def explain(
-    module, image: np.ndarray, trace, label: str, entry: dict, runtime: str, reference_note: str,
+    module, image: np.ndarray, trace, label: str, entry: dict, runtime: str, reference_note: str, computes=None,
 ) -> Explanation:  # fmt: skip
     """Layer-by-layer errors of the file traced by ``trace`` (a `Trace`: its tensors on ``image``, and a way
-    to run one op on given inputs) against ``module`` on ``image`` (NCHW, the model's input format)."""
+    to run one op on given inputs) against ``module`` on ``image`` (NCHW, the model's input format).
+
+    ``computes`` is the network the file was made from, when that is not ``module`` (same module paths):
+    tensors are matched by value to its outputs, which the file reproduces to its precision, and judged
+    against ``module``'s (a file made from a perturbed copy departs from ``module`` after the perturbation)."""
     outputs = module_outputs(module, image)
     tensors = trace.tensors(image)
-    pairs = match_by_scope(outputs, tensors) if any(t.scope for t in tensors) else match_by_value(outputs, tensors)
-    references = {tensor.name: reference for _, _, reference, tensor in pairs}
+    if any(t.scope for t in tensors):
+        pairs = match_by_scope(outputs, tensors)
+    else:
+        judged_by = {path: (kind, value) for path, kind, value in outputs}
+        pairs = [
+            (path, kind, judged_by[path][1], tensor)
+            for path, kind, _, tensor in match_by_value(module_outputs(computes, image) if computes is not None else outputs, tensors)
+            if path in judged_by and judged_by[path][1].shape == tensor.value.shape
+        ]  # fmt: skip
+    # the references in the layout the file stores each tensor (a view that moved axes moves them back)
+    references = {tensor.name: _stored(reference, tensor) for _, _, reference, tensor in pairs}
     layers = []
     for path, kind, reference, tensor in pairs:
-        local_value = _in_shape(trace.local(tensor.name, references), reference.shape)
+        local_value = trace.local(tensor.name, references)
+        if local_value is not None and tensor.as_stored is not None:
+            local_value = local_value.transpose(0, 3, 1, 2)
+        local_value = None if local_value is None or local_value.size != reference.size else local_value.reshape(reference.shape)
         layers.append(Layer(
             path, kind, tensor.name, tensor.op, relative_error(reference, tensor.value),
             None if local_value is None else relative_error(reference, local_value), list(reference.shape),
@@ -235,13 +255,10 @@ def explain(
     )  # fmt: skip
 
 
-def _in_shape(value: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A traced op's output in the reference's NCHW ``shape`` (a TFLite op writes channels last)."""
-    if value is None or value.size != int(np.prod(shape)):
-        return None
-    if value.shape != shape and value.ndim == 4 and value.transpose(0, 3, 1, 2).shape == shape:
-        return value.transpose(0, 3, 1, 2)
-    return value.reshape(shape)
+def _stored(reference: np.ndarray, tensor: ArtifactTensor) -> np.ndarray:
+    """A module's NCHW output in the layout the file stores ``tensor`` (channels last where the trace moved
+    the axes of a 4-D TFLite tensor to compare it)."""
+    return reference.transpose(0, 2, 3, 1) if tensor.as_stored is not None else reference
 
 
 def _name_folded_convs(layers: list[Layer], outputs, matched: set[str]) -> None:
@@ -260,8 +277,9 @@ def _name_folded_convs(layers: list[Layer], outputs, matched: set[str]) -> None:
             layer.module, layer.module_type = before[0], f"{before[1]}+{layer.module_type}"
 
 
-def error_plot(explanation: Explanation, path: Path, top: int = 5) -> None:
-    """A PNG of accumulated and local error along the network (log scale), the ``top`` layers named."""
+def error_plot(explanation: Explanation, top: int = 5):
+    """A figure of accumulated and local error along the network (log scale), the ``top`` layers named
+    (save it with `outputs.save_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +289,7 @@ def error_plot(explanation: Explanation, path: Path, top: int = 5) -> None:
     x = np.arange(len(layers))
     floor = 1e-9
     figure, axes = plt.subplots(figsize=(12, 4.5))
-    axes.plot(x, [max(layer.accumulated, floor) for layer in layers], label="accumulated", color="tab:blue")
+    axes.plot(x, [min(max(layer.accumulated, floor), 1e6) for layer in layers], label="accumulated", color="tab:blue")
     local = [(i, max(layer.local, floor)) for i, layer in enumerate(layers) if layer.local is not None]
     if local:
         axes.scatter([i for i, _ in local], [v for _, v in local], s=8, label="local (op alone)", color="tab:orange")
@@ -285,10 +303,7 @@ def error_plot(explanation: Explanation, path: Path, top: int = 5) -> None:
     axes.set_ylabel("RMS error / reference spread")
     axes.set_title(f"{explanation.file} ({explanation.precision}, {explanation.runtime}) on {explanation.input}")
     axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 TRACED_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert-noxnn", "coreml": "mil-reference"}
@@ -366,7 +381,8 @@ def explain_artifact(
 ) -> Explanation:  # fmt: skip
     """`explain` for a file of an artifact folder: ``artifact`` is the folder (``target`` / ``precision``
     pick the file) or a file in it; the picture is bundled photo ``photo_name`` (default: the recipe's first
-    parity photo) at the recipe's size. ``module`` replaces the float network (a test's unperturbed copy)."""
+    parity photo) at the recipe's size. ``module`` replaces the float network the errors are measured
+    against (e.g. the unperturbed network of a perturbed copy; the file's own network still maps its tensors)."""
     from mobileseg.errors import MobilesegError
     from mobileseg.images import PHOTOS, photo, quantize_pixels, resize_rgb01
     from mobileseg.outputs import reading
@@ -384,8 +400,16 @@ def explain_artifact(
         rgb01 = quantize_pixels(resize_rgb01(photo(name), *recipe.input_size)).transpose(2, 0, 1)[None]
         image = format_input(np.repeat(rgb01, recipe.batch, axis=0), entry.get("io", {}).get("input", {}).get("format", recipe.input_format),
                              recipe.normalization)  # fmt: skip
-        note = "the given network"
+        computes, note = float_model(reference, recipe, manifest, entry)
         if module is None:
-            module, note = float_model(reference, recipe, manifest, entry)
-        trace = trace_for(folder, entry)
-        return explain(module, image, trace, f"photo:{name}", entry, TRACED_RUNTIMES[entry["target"]], note)
+            module, computes = computes, None
+        else:
+            note = "the given network"
+        import os
+
+        from mobileseg.quiet import captured_output
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with captured_output(os.devnull):  # TensorFlow's and the converters' import-time log lines
+            trace = trace_for(folder, entry)
+            return explain(module, image, trace, f"photo:{name}", entry, TRACED_RUNTIMES[entry["target"]], note, computes)

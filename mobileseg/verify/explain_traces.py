@@ -1,7 +1,7 @@
 """The tensors an exported file computes, and its ops run alone, for `verify/explain.py`: one trace per
 target, each with ``tensors(image) -> [ArtifactTensor]`` (in execution order, NCHW float values) and
-``local(name, references) -> value | None`` (the op that writes tensor ``name``, run on ``references``'
-values where it reads a matched tensor, on the file's own values elsewhere)."""
+``local(name, references) -> value | None`` (the ops that write tensor ``name`` from the matched tensors
+before it, run on ``references``' values for those; values and results in the layout the file stores)."""
 
 from __future__ import annotations
 
@@ -110,13 +110,6 @@ def _nchw(value: np.ndarray) -> np.ndarray:
     return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 
 
-def _as_file_shape(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """An NCHW reference value in a file tensor's ``shape``: as it is, or channels last (TFLite's usual)."""
-    if value.ndim == 4 and value.shape != shape and value.transpose(0, 2, 3, 1).shape == shape:
-        return value.transpose(0, 2, 3, 1)
-    return value.reshape(shape)
-
-
 class TfliteTrace:
     """A TFLite file run by LiteRT's built-in kernels (a delegate would hide the intermediate tensors) with
     every tensor kept, dequantized and moved to NCHW; ``local`` runs the one op that writes a tensor, cut out
@@ -200,7 +193,7 @@ class TfliteTrace:
         for detail in interpreter.get_input_details():
             source = self.unique_of.get(detail["index"])
             if source in references:
-                value = quantize(_as_file_shape(references[source], tuple(detail["shape"])), detail)
+                value = quantize(references[source].reshape(detail["shape"]), detail)
             elif source in self.raw:
                 value = self.raw[source]
             else:
@@ -226,7 +219,8 @@ class MilTrace:
     def tensors(self, image: np.ndarray) -> list[ArtifactTensor]:
         import torch
 
-        from mobileseg.runtimes.coreml import coreml_input_array
+        from mobileseg.runtimes.coreml_support import coreml_input_array
+        from mobileseg.runtimes.mil_reference import _is_fp16, to_fp16
 
         tensors = []
 
@@ -240,6 +234,9 @@ class MilTrace:
         program = self.session.program
         feeds = {name: coreml_input_array(image, self.session.io.get("input", {})) for name in program.input_names}
         program.run(feeds, observe=observe)
+        for name, var in program.function.inputs.items():  # as the executor binds them
+            tensor = torch.from_numpy(np.ascontiguousarray(feeds[name]))
+            self.values[name] = to_fp16(tensor).float() if _is_fp16(var) else (tensor.float() if tensor.is_floating_point() else tensor)
         return tensors
 
     def local(self, name: str, references: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -248,24 +245,38 @@ class MilTrace:
         from mobileseg.runtimes.mil_ops import KERNELS
         from mobileseg.runtimes.mil_reference import _is_fp16, to_fp16
 
-        op = self.ops.get(name)
-        if op is None:
+        if name not in self.ops:
             return None
+        operations = list(self.session.program.function.operations)
+        position = {id(op): index for index, op in enumerate(operations)}
+        cone, values, stack, seen = set(), {}, [name], set()
+        while stack:  # the ops between the matched variables (or the inputs) and ``name``
+            var_name = stack.pop()
+            if var_name in seen:
+                continue
+            seen.add(var_name)
+            op = self.ops.get(var_name)
+            if var_name != name and var_name in references:
+                tensor = torch.from_numpy(np.ascontiguousarray(references[var_name], dtype=np.float32))
+                values[var_name] = to_fp16(tensor) if op is not None and _is_fp16(op.outputs[0]) else tensor
+                continue
+            if op is None:  # an input or a constant: the file's own value
+                if var_name in self.values:
+                    values[var_name] = self.values[var_name]
+                continue
+            cone.add(position[id(op)])
+            for var in op.inputs.values():
+                stack.extend(v.name for v in (var if isinstance(var, (list, tuple)) else [var]))
 
         def value(var):
-            if var.name in references:
-                tensor = torch.from_numpy(np.ascontiguousarray(references[var.name], dtype=np.float32))
-                return to_fp16(tensor) if _is_fp16(var) else tensor
-            if var.name in self.values:
-                return self.values[var.name]
-            return var.val
+            return values[var.name] if var.name in values else var.val
 
-        arguments = {key: [value(v) for v in var] if isinstance(var, (list, tuple)) else value(var) for key, var in op.inputs.items()}
         with torch.inference_mode():
-            result = KERNELS[op.op_type](**arguments)
-        results = result if isinstance(result, tuple) else (result,)
-        for var, out in zip(op.outputs, results):
-            if var.name == name:
-                out = to_fp16(out) if _is_fp16(var) else out
-                return out.float().numpy()
-        return None
+            for index in sorted(cone):
+                op = operations[index]
+                arguments = {key: [value(v) for v in var] if isinstance(var, (list, tuple)) else value(var) for key, var in op.inputs.items()}
+                result = KERNELS[op.op_type](**arguments)
+                for var, out in zip(op.outputs, result if isinstance(result, tuple) else (result,)):
+                    values[var.name] = to_fp16(out) if _is_fp16(var) else out
+        out = values.get(name)
+        return out.float().numpy() if isinstance(out, torch.Tensor) else None
