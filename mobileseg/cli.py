@@ -231,7 +231,7 @@ def export(
     model: Annotated[Optional[str], typer.Argument(help="Zoo model name (see `mobileseg models`).")] = None,
     own_model: Annotated[Optional[str], typer.Option("--model", help="Your own model: path/to/file.py:factory, package.module:factory or program.pt2 (with --recipe).")] = None,
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | coreml | tflite | all (repeatable); default: the recipe's.")] = None,
-    precision: Annotated[list[str], typer.Option("--precision", "-p", help="Only these precisions: fp32 fp16 dynamic int8 (repeatable).")] = None,
+    precision: Annotated[list[str], typer.Option("--precision", "-p", help="Only these precisions: fp32 fp16 dynamic int8 a16w8 (repeatable).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="The authors' checkpoint (.pth). Default: $MOBILESEG_WEIGHTS_DIR/<official file>.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export with seeded random weights (structure only).")] = False,
     input_size: Annotated[Optional[str], typer.Option("--input-size", help="HxW, e.g. 224x224.")] = None,
@@ -334,7 +334,7 @@ def explain(
     """Where a file departs from PyTorch, layer by layer: each layer's local and accumulated error, ranked."""
     from mobileseg.images import PHOTOS
     from mobileseg.outputs import check_replaceable_file, save_figure, write_json_file
-    from mobileseg.verify.explain import TRACED_RUNTIMES, error_plot, explain_artifact
+    from mobileseg.explain import TRACED_RUNTIMES, error_plot, explain_artifact
 
     if target is not None and target not in TRACED_RUNTIMES:
         raise MobilesegError(f"unknown target {target!r}; choose from {', '.join(TRACED_RUNTIMES)}")

@@ -15,7 +15,7 @@ from mobileseg.cli import app
 from mobileseg.export.pipeline import ExportRequest, export_model
 from mobileseg.preprocess import build_reference
 from mobileseg.recipes import parse_recipe
-from mobileseg.verify.explain import explain_artifact, relative_error
+from mobileseg.explain import explain_artifact, relative_error
 from conftest import official_weights
 
 runner = CliRunner()

@@ -364,8 +364,8 @@ def float_model(reference, recipe, manifest: dict, entry: dict):
 
 
 def trace_for(folder: Path, entry: dict):
-    """The trace (verify/explain_traces.py) of ``entry``'s file."""
-    from mobileseg.verify.explain_traces import MilTrace, OnnxTrace, TfliteTrace
+    """The trace (explain/traces.py) of ``entry``'s file."""
+    from mobileseg.explain.traces import MilTrace, OnnxTrace, TfliteTrace
 
     path = Path(folder) / entry["file"]
     if entry["target"] == "onnx":

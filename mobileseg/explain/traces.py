@@ -1,4 +1,4 @@
-"""The tensors an exported file computes, and its ops run alone, for `verify/explain.py`: one trace per
+"""The tensors an exported file computes, and its ops run alone, for `explain/__init__.py`: one trace per
 target, each with ``tensors(image) -> [ArtifactTensor]`` (in execution order, NCHW float values) and
 ``local(name, references) -> value | None`` (the ops that write tensor ``name`` from the matched tensors
 before it, run on ``references``' values for those; values and results in the layout the file stores)."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobileseg.verify.explain import ArtifactTensor
+from mobileseg.explain import ArtifactTensor
 
 
 def onnx_scope(name: str) -> str | None:
