@@ -2,25 +2,34 @@
 
 TFLite's 16×8 kernels cover convolutions, pooling, element-wise arithmetic, concatenation, resizing and
 the usual activations, but not PRELU: the converter refuses a graph with one. A PReLU is expressed in ops
-it takes: ``relu(x) + α · min(x, 0)`` (RELU, MINIMUM, MUL, ADD), the same function up to float rounding.
+it takes: ``relu(x) + α ⊛ min(x, 0)``, the per-channel slopes as a depthwise 1×1 convolution (RELU,
+MINIMUM, DEPTHWISE_CONV_2D, ADD), the same function up to float rounding. The slopes are a convolution, not
+a multiplication by a (1, C, 1, 1) constant, because onnx2tf may broadcast such a constant along the width
+where the channel count equals it (C3Net at 512×1024 has 128 channels on 128 columns: its Keras model did
+not run); and a per-channel int8 weight holds a single value per channel exactly.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class PReLUAsRelu(nn.Module):
-    """``relu(x) + α · min(x, 0)`` with a PReLU's per-channel (or single) slope α; NCHW input."""
+    """``relu(x) + α ⊛ min(x, 0)`` with a PReLU's slopes α: per channel as a depthwise 1×1 convolution of
+    NCHW input, a single slope as a scalar multiplication."""
 
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
         self.weight = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.weight.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 1 else self.weight
-        return torch.relu(x) + slope * torch.clamp(x, max=0.0)
+        negative = torch.clamp(x, max=0.0)
+        if self.weight.numel() == 1:
+            return torch.relu(x) + self.weight * negative
+        channels = self.weight.numel()
+        return torch.relu(x) + F.conv2d(negative, self.weight.view(channels, 1, 1, 1), groups=channels)
 
 
 def prelus_as_relus(module: nn.Module) -> int:
