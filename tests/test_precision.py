@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from mobileseg.export.pipeline import ExportRequest, export_model
-from mobileseg.quantize.a16w8 import PReLUAsRelu, prelus_as_relus
 from mobileseg.verify.noise_floor import NOISE_SEEDS, NoiseFloor, judge_by_floor, noise_floor
 from mobileseg.verify.results import ArtifactResult
 from conftest import official_weights
@@ -25,23 +24,12 @@ def sinet_a16w8(tmp_path_factory):
     return out, result
 
 
-def test_prelu_as_relu_computes_the_prelu():
-    torch.manual_seed(0)
-    for prelu in (nn.PReLU(8, init=0.3), nn.PReLU()):
-        with torch.no_grad():
-            prelu.weight.uniform_(-0.5, 1.5)  # slopes above 1 and below 0 too
-        x = torch.randn(2, 8, 5, 7)
-        assert torch.allclose(PReLUAsRelu(prelu)(x), prelu(x), atol=1e-6)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.Sequential(nn.Conv2d(8, 8, 1), nn.PReLU(8)))
-    assert prelus_as_relus(model) == 2 and not any(isinstance(m, nn.PReLU) for m in model.modules())
-
-
 def test_a16w8_files_pass_parity_with_their_floor_and_record_what_they_are(sinet_a16w8):
     out, result = sinet_a16w8
     manifest = json.loads((out / "manifest.json").read_text())
     entries = {(e["target"], e["precision"]): e for e in manifest["artifacts"]}
     tflite, onnx_file = entries[("tflite", "a16w8")], entries[("onnx", "a16w8")]
-    assert "PRELU" not in tflite["ops"] and tflite["int8_rewrites"]["prelus_as_relus"] > 0  # 16×8 has no PRELU kernel
+    assert "PRELU" not in tflite["ops"] and tflite["int8_rewrites"]["onnx2tf_pseudo_operators"] == ["prelu"]  # no 16×8 PRELU kernel
     assert onnx_file["ops"]["QuantizeLinear"] > 100 and onnx_file["quantization"]["activations"].startswith("uint16")
     assert set(onnx_file["quantization"]["float_weights"]) >= {"limit", "nodes"}
     report = json.loads((out / "parity.json").read_text())

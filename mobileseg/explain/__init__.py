@@ -347,10 +347,6 @@ def float_model(reference, recipe, manifest: dict, entry: dict):
         else:
             count, equalization = options.get("calibration_samples", 16), options.get("channel_equalization", 0.75)
         module, _ = int8_module(reference, calibration(count, manifest["recipe"].get("targets", {}).get("tflite", {}).get("calibration")), equalization)
-        if entry["int8_rewrites"].get("prelus_as_relus"):
-            from mobileseg.quantize.a16w8 import prelus_as_relus
-
-            prelus_as_relus(module)
         return module, "the network rewritten to quantise well that this file was converted from (quantize/int8.py)"
     if (manifest.get("lean") or {}).get("applied"):
         import torch

@@ -119,6 +119,7 @@ def export_tflite(
     model_name: str,
     symbolic_onnx: Path | Callable[[], Path] | None = None,
     symbolic_first: bool = True,
+    pseudo_operators: tuple[str, ...] = (),
 ) -> list[dict]:
     """Convert the exported ONNX file into one ``model_<precision>.tflite`` per precision in ``folder``.
 
@@ -127,6 +128,8 @@ def export_tflite(
     ``symbolic_onnx`` is the same network with symbolic height and width (or a function that exports it
     when first needed); it is converted before ``onnx_path`` when ``symbolic_first`` (see the module notes),
     else only when onnx2tf cannot convert the static graph (C3Net at 8×8, ExtremeC3Net at 4×4).
+    ``pseudo_operators`` are ONNX op types onnx2tf writes in elementary ops (its ``replace_to_pseudo_operators``:
+    "PReLU" for the 16×8 mode, which has no PRELU kernel).
     """
     options.validate(input_format)
     batch, (height, width) = expected_output[0], calibration.shape[2:]
@@ -143,7 +146,7 @@ def export_tflite(
         if symbolic_onnx is not None:
             graphs.insert(0 if symbolic_first else 1, ("symbolic", symbolic_onnx))
         keras_model, function, shapes, check, note = _checked_keras_model(
-            graphs, workdir, sample, picture, expected, options, log_path, static_shape, model_name,
+            graphs, workdir, sample, picture, expected, options, log_path, static_shape, model_name, pseudo_operators,
         )  # fmt: skip
         entries, float_file = [], None
         samples = calibration[:FALLBACK_SAMPLES] if options.keep_nchw else calibration[:FALLBACK_SAMPLES].transpose(0, 2, 3, 1)
@@ -176,6 +179,7 @@ def export_tflite(
 def _checked_keras_model(
     graphs: list[tuple[str, Path | Callable[[], Path]]], workdir: Path, sample: np.ndarray, picture: np.ndarray,
     expected: np.ndarray, options: TfliteOptions, log_path: Path, static_shape: tuple[int, ...], model_name: str,
+    pseudo_operators: tuple[str, ...] = (),
 ):
     """onnx2tf's Keras model, traced to ``static_shape`` and checked against ONNX's ``expected`` output on the
     sample ``picture``: ``(keras_model, function, shapes, check, note)``.
@@ -202,7 +206,7 @@ def _checked_keras_model(
                     sources[shapes] = sources[shapes]()
                 keras_model = _onnx2tf(
                     sources[shapes], workdir / f"{shapes}-{'strict' if strict else 'fast'}", sample, options, log_path,
-                    static_shape if shapes == "symbolic" else None, strict,
+                    static_shape if shapes == "symbolic" else None, strict, pseudo_operators,
                 )  # fmt: skip
                 with captured_output(log_path):
                     function = _concrete_function(keras_model, {"image": static_shape})
@@ -265,7 +269,7 @@ def _first_line(exc: BaseException, limit: int | None = None) -> str:
 
 def _onnx2tf(
     onnx_path: Path, workdir: Path, sample: np.ndarray, options: TfliteOptions, log_path: Path,
-    static_shape: tuple[int, ...] | None = None, strict: bool = True,
+    static_shape: tuple[int, ...] | None = None, strict: bool = True, pseudo_operators: tuple[str, ...] = (),
 ):
     """Run onnx2tf on a copy of ``onnx_path`` in ``workdir``; returns the Keras model it builds.
 
@@ -277,12 +281,12 @@ def _onnx2tf(
         b, *rest = static_shape
         nchw = static_shape if options.keep_nchw else (b, rest[2], rest[0], rest[1])
         hints = [f"image:{','.join(str(v) for v in nchw)}"]
-    return _run_onnx2tf(onnx_path, workdir, sample, log_path, ["image"] if options.keep_nchw else None, hints, strict)
+    return _run_onnx2tf(onnx_path, workdir, sample, log_path, ["image"] if options.keep_nchw else None, hints, strict, pseudo_operators)
 
 
 def _run_onnx2tf(
     onnx_path: Path, workdir: Path, sample: np.ndarray, log_path: Path, keep_nchw: list[str] | None = None,
-    hints: list[str] | None = None, strict: bool = True,
+    hints: list[str] | None = None, strict: bool = True, pseudo_operators: tuple[str, ...] = (),
 ):
     """onnx2tf's in-memory Keras model of a copy of ``onnx_path``; ``strict`` runs its accuracy compensation
     (a test inference per op to choose among candidate transposes; off, the conversion is 2-6x faster).
@@ -308,6 +312,7 @@ def _run_onnx2tf(
             disable_strict_mode=not strict,
             non_verbose=True,
             verbosity="error",
+            replace_to_pseudo_operators=list(pseudo_operators) or None,
         )
 
 

@@ -82,34 +82,36 @@ def _picture_files(job, options: TfliteOptions, onnx_path: Path, calibration_cou
     return entries
 
 
-INTEGER = ("int8", "a16w8")  # converted from the network rewritten to quantise well, each with its own onnx2tf run
+INTEGER = ("int8", "a16w8")
+# TFLite's 16×8 mode has no PRELU kernel: onnx2tf writes each PReLU as relu(x) + (x − |x|)·α/2 (RELU, ABS, SUB,
+# MUL, ADD), inside its own layout tracking (a PReLU rewritten in PyTorch lost the layout: C3Net at 512×1024)
+A16W8_PSEUDO_OPERATORS = ("prelu",)  # onnx2tf matches the lower-case name  # converted from the network rewritten to quantise well, each with its own onnx2tf run
 
 
 def _integer(job, example, options, calibration, output_shape) -> list[dict]:
     """int8 (and a16w8) convert the same function rewritten to quantise well (exact to ~1e-5; see
-    quantize/int8.py); a16w8 also has its PReLUs expressed in ops TFLite's 16×8 mode takes
-    (quantize/a16w8.py). Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
+    quantize/int8.py); for a16w8 onnx2tf writes PReLUs in ops TFLite's 16×8 mode takes. Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
     costs is paid only when asked for."""
-    from mobileseg.quantize.a16w8 import prelus_as_relus
     from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
 
     (precision,) = options.precisions
     int8_reference, rewrites = int8_module(job.reference, calibration, options.channel_equalization)
-    if precision == "a16w8":
-        rewrites["prelus_as_relus"] = prelus_as_relus(int8_reference)
+    pseudo = A16W8_PSEUDO_OPERATORS if precision == "a16w8" else ()
+    if pseudo:
+        rewrites["onnx2tf_pseudo_operators"] = list(pseudo)
     int8_onnx = job.scratch / f"model_{precision}.onnx"
     export_onnx(int8_reference, example, int8_onnx, job.onnx_options)
     rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
     entries = _convert(job, int8_reference, int8_onnx, example, options, calibration, output_shape, job.scratch / precision,
-                       batchnorms_as_depthwise_convs)  # fmt: skip
+                       batchnorms_as_depthwise_convs, pseudo)  # fmt: skip
     for entry in entries:
         entry["int8_rewrites"] = rewrites
     return entries
 
 
 def _convert(job, module, onnx_path: Path, example, options: TfliteOptions, calibration, output_shape, scratch: Path,
-             onnx_rewrite=None) -> list[dict]:  # fmt: skip
+             onnx_rewrite=None, pseudo_operators: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
     """TFLite files of ``module`` (exported as ``onnx_path``, then ``onnx_rewrite``); the graph with symbolic
     height and width is converted first where a channel count equals a spatial size, and as the fallback of
     a static graph onnx2tf cannot convert."""
@@ -130,5 +132,5 @@ def _convert(job, module, onnx_path: Path, example, options: TfliteOptions, cali
     recipe = job.recipe
     return export_tflite(
         onnx_path, job.staging, options, calibration, recipe.input_format, output_shape, recipe.model, symbolic_onnx,
-        symbolic_first=bool(ambiguous_tensors(onnx_path)),
+        symbolic_first=bool(ambiguous_tensors(onnx_path)), pseudo_operators=pseudo_operators,
     )  # fmt: skip
