@@ -288,18 +288,20 @@ def error_plot(explanation: Explanation, top: int = 5):
     layers = explanation.layers
     x = np.arange(len(layers))
     floor = 1e-9
-    figure, axes = plt.subplots(figsize=(12, 4.5))
+    figure, axes = plt.subplots(figsize=(12, 5))
     axes.plot(x, [min(max(layer.accumulated, floor), 1e6) for layer in layers], label="accumulated", color="tab:blue")
     local = [(i, max(layer.local, floor)) for i, layer in enumerate(layers) if layer.local is not None]
     if local:
         axes.scatter([i for i, _ in local], [v for _, v in local], s=8, label="local (op alone)", color="tab:orange")
     index = {id(layer): i for i, layer in enumerate(layers)}
-    for layer in explanation.ranked()[:top]:
+    names = []
+    for rank, layer in enumerate(explanation.ranked()[:top], 1):  # rank numbers on the points, names below
         value = layer.local if layer.local is not None else layer.accumulated
-        axes.annotate(layer.module, (index[id(layer)], max(value, floor)), fontsize=7, rotation=20,
-                      xytext=(4, 6), textcoords="offset points")  # fmt: skip
+        axes.annotate(str(rank), (index[id(layer)], max(value, floor)), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        names.append(f"{rank}: {layer.module or '(network)'}")
     axes.set_yscale("log")
-    axes.set_xlabel("layer (execution order)")
+    lines = ["   ".join(names[i:i + 3]) for i in range(0, len(names), 3)]
+    axes.set_xlabel("\n".join(["layer (execution order)", *lines]), fontsize=8)
     axes.set_ylabel("RMS error / reference spread")
     axes.set_title(f"{explanation.file} ({explanation.precision}, {explanation.runtime}) on {explanation.input}")
     axes.legend()
