@@ -339,15 +339,16 @@ def float_model(reference, recipe, manifest: dict, entry: dict):
         return format_input(pictures.transpose(0, 3, 1, 2), recipe.input_format, recipe.normalization)
 
     if "int8_rewrites" in entry:
-        from mobileseg.quantize.int8 import int8_module
+        from mobileseg.quantize.int8 import A16W8_CHANNEL_EQUALIZATION, int8_module
 
         options = entry.get("options", {})
         if entry["target"] == "onnx":
             from mobileseg.targets.onnx import A16W8_SAMPLES
 
-            count, equalization = A16W8_SAMPLES, 0.0
+            count = A16W8_SAMPLES
         else:
-            count, equalization = options.get("calibration_samples", 16), options.get("channel_equalization", 0.75)
+            count = options.get("calibration_samples", 16)
+        equalization = options.get("channel_equalization", 0.75) if entry["precision"] == "int8" else A16W8_CHANNEL_EQUALIZATION
         module, _ = int8_module(reference, calibration(count, manifest["recipe"].get("targets", {}).get("tflite", {}).get("calibration")), equalization)
         return module, "the network rewritten to quantise well that this file was converted from (quantize/int8.py)"
     if (manifest.get("lean") or {}).get("applied"):

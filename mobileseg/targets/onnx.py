@@ -60,21 +60,21 @@ def _float_entry(job) -> list[dict]:
 def _a16w8_entry(job) -> dict:
     """``model_a16w8.onnx``: QDQ with 16-bit activations and 8-bit weights (quantize/onnx_a16w8.py) of the
     network rewritten to quantise well (merge BNs folded, dead channels frozen, concatenations balanced;
-    no channel equalisation, which cost C3Net 3–6 label points at 16 bits)."""
+    no channel equalisation: `quantize.int8.A16W8_CHANNEL_EQUALIZATION`)."""
     import time
 
     import onnx
 
     from mobileseg.export.onnx import export_onnx
     from mobileseg.preprocess import example_input, format_input
-    from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.quantize.int8 import A16W8_CHANNEL_EQUALIZATION, batchnorms_as_depthwise_convs, int8_module
     from mobileseg.quantize.onnx_a16w8 import quantize_a16w8
 
     job.say("quantising ONNX to a16w8 (onnxruntime, QDQ)")
     started = time.perf_counter()
     recipe = job.recipe
     calibration = format_input(job.calibration(A16W8_SAMPLES), recipe.input_format, recipe.normalization)
-    module, rewrites = int8_module(job.reference, calibration, equalization=0.0)
+    module, rewrites = int8_module(job.reference, calibration, A16W8_CHANNEL_EQUALIZATION)
     float_onnx = job.scratch / "a16w8_float.onnx"
     info = export_onnx(module, example_input(recipe.input_format, recipe.batch, *recipe.input_size), float_onnx, job.onnx_options)
     rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(float_onnx)

@@ -92,11 +92,12 @@ def _integer(job, example, options, calibration, output_shape) -> list[dict]:
     """int8 (and a16w8) convert the same function rewritten to quantise well (exact to ~1e-5; see
     quantize/int8.py); for a16w8 onnx2tf writes PReLUs in ops TFLite's 16×8 mode takes. Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
     costs is paid only when asked for."""
-    from mobileseg.quantize.int8 import batchnorms_as_depthwise_convs, int8_module
+    from mobileseg.quantize.int8 import A16W8_CHANNEL_EQUALIZATION, batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
 
     (precision,) = options.precisions
-    int8_reference, rewrites = int8_module(job.reference, calibration, options.channel_equalization)
+    equalization = options.channel_equalization if precision == "int8" else A16W8_CHANNEL_EQUALIZATION
+    int8_reference, rewrites = int8_module(job.reference, calibration, equalization)
     pseudo = A16W8_PSEUDO_OPERATORS if precision == "a16w8" else ()
     if pseudo:
         rewrites["onnx2tf_pseudo_operators"] = list(pseudo)
