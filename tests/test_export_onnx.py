@@ -38,9 +38,10 @@ def test_onnx_parity_with_official_weights(name, tmp_path):
 def test_artifact_folder_contents_and_hashes(tmp_path):
     result = export_model(ExportRequest("sinet", targets=["onnx"], out=tmp_path / "a"))
     folder = result.folder
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "parity.json", "parity.md"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "masks", "model.onnx", "parity.json", "parity.md"]
     manifest = read_manifest(folder)
-    assert set(manifest["files"]) == {"model.onnx", "parity.json", "parity.md"}
+    masks = {f"masks/onnx-fp32-onnxruntime-{photo}.png" for photo in ("astronaut", "chelsea", "coffee")}  # the label maps
+    assert set(manifest["files"]) == {"model.onnx", "parity.json", "parity.md", *masks}
     for name, digest in manifest["files"].items():
         assert sha256_file(folder / name) == digest
     for package in ("torch", "onnx", "onnxruntime", "onnxsim", "mobileseg"):
