@@ -95,3 +95,28 @@ def test_a_row_under_its_bar_passes_at_the_floor_only_where_the_floor_is_lower()
     assert row(0.93, 0.99).status == "fail"  # below the floor's lowest seed
     assert row(0.945, 0.97).status == "fail"  # the cosine floor (0.998) is above the bar: the bar decides
     assert row(0.945, 0.99, "output has 3 non-finite (NaN/inf) values").status == "fail"
+
+
+def test_wide_average_pools_are_split_for_int16(tmp_path):
+    """TFLite's int16 AVERAGE_POOL_2D sums in 32 bits: a pool over 256×512 pixels is written as two."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from mobileseg.quantize.a16w8 import split_wide_average_pools
+
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["wide"], name="wide", kernel_shape=[256, 512], strides=[256, 512]),
+         helper.make_node("AveragePool", ["x"], ["small"], name="small", kernel_shape=[2, 2], strides=[2, 2])],
+        "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 512])],
+        [helper.make_tensor_value_info("wide", TensorProto.FLOAT, None), helper.make_tensor_value_info("small", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    path = tmp_path / "pools.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.random.default_rng(0).normal(5.0, 3.0, (1, 3, 256, 512)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert split_wide_average_pools(path) == 1
+    kernels = [list(a.ints) for n in onnx.load(str(path)).graph.node for a in n.attribute if a.name == "kernel_shape"]
+    assert sorted(kernels) == [[2, 2], [2, 2], [128, 256]]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert np.allclose(before[0], after[0], rtol=1e-5) and np.array_equal(before[1], after[1])

@@ -92,6 +92,7 @@ def _integer(job, example, options, calibration, output_shape) -> list[dict]:
     """int8 (and a16w8) convert the same function rewritten to quantise well (exact to ~1e-5; see
     quantize/int8.py); for a16w8 onnx2tf writes PReLUs in ops TFLite's 16×8 mode takes. Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
     costs is paid only when asked for."""
+    from mobileseg.quantize.a16w8 import split_wide_average_pools
     from mobileseg.quantize.int8 import A16W8_CHANNEL_EQUALIZATION, batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
 
@@ -103,9 +104,16 @@ def _integer(job, example, options, calibration, output_shape) -> list[dict]:
         rewrites["onnx2tf_pseudo_operators"] = list(pseudo)
     int8_onnx = job.scratch / f"model_{precision}.onnx"
     export_onnx(int8_reference, example, int8_onnx, job.onnx_options)
-    rewrites["batchnorms_as_depthwise_convs"] = batchnorms_as_depthwise_convs(int8_onnx)
+
+    def onnx_rewrite(path: Path) -> dict[str, int]:
+        done = {"batchnorms_as_depthwise_convs": batchnorms_as_depthwise_convs(path)}
+        if precision == "a16w8":
+            done["wide_average_pools_split"] = split_wide_average_pools(path)
+        return done
+
+    rewrites.update(onnx_rewrite(int8_onnx))
     entries = _convert(job, int8_reference, int8_onnx, example, options, calibration, output_shape, job.scratch / precision,
-                       batchnorms_as_depthwise_convs, pseudo)  # fmt: skip
+                       onnx_rewrite, pseudo)  # fmt: skip
     for entry in entries:
         entry["int8_rewrites"] = rewrites
     return entries
