@@ -109,10 +109,10 @@ def test_wide_average_pools_are_split_for_int16(tmp_path):
         [helper.make_node("AveragePool", ["x"], ["wide"], name="wide", kernel_shape=[256, 512], strides=[256, 512]),
          helper.make_node("AveragePool", ["x"], ["small"], name="small", kernel_shape=[2, 2], strides=[2, 2])],
         "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 512])],
-        [helper.make_tensor_value_info("wide", TensorProto.FLOAT, None), helper.make_tensor_value_info("small", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("wide", TensorProto.FLOAT, [1, 3, 1, 1]), helper.make_tensor_value_info("small", TensorProto.FLOAT, [1, 3, 128, 256])],
     )  # fmt: skip
     path = tmp_path / "pools.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     x = np.random.default_rng(0).normal(5.0, 3.0, (1, 3, 256, 512)).astype(np.float32)
     before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert split_wide_average_pools(path) == 1
