@@ -217,3 +217,19 @@ def test_an_op_without_kernel_is_a_clear_error():
 
     with pytest.raises(UnsupportedMilOpError, match="no kernel for op.*erf"):
         MilProgram(prog)
+
+
+def test_real_div_of_integers_truncates_as_mil_does():
+    x = np.array([1, 3, 5, -7, 9, 11], np.int32)
+    y = np.array([2, 2, 2, 2, 4, 3], np.int32)
+    _, out = run_op(lambda a, b: mb.real_div(x=a, y=b), (6,), (6,), dtype=types.int32, inputs=[x, y])
+    assert out.dtype == torch.int32 and out.tolist() == [0, 1, 2, -3, 2, 3]
+
+
+@pytest.mark.parametrize("dtype, numpy_type", [("int8", np.int8), ("uint8", np.uint8), ("int16", np.int16), ("int32", np.int32)])
+def test_cast_to_small_integer_types(dtype, numpy_type):
+    values = np.array([0.0, 1.7, 2.2, 100.9, 7.5], np.float32)
+    program = MilProgram(mb.program(input_specs=[mb.TensorSpec(shape=(5,))], opset_version=ct.target.iOS17)(
+        lambda x: mb.cast(x=x, dtype=dtype)))  # fmt: skip
+    out = next(iter(program.run({program.input_names[0]: values}).values()))
+    assert np.asarray(out).tolist() == values.astype(numpy_type).tolist()

@@ -21,7 +21,11 @@ import torch.nn.functional as F
 Kernel = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 KERNELS: dict[str, Kernel] = {}
 
-MIL_DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+MIL_DTYPES = {
+    "fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+    # iOS17 small integer types (the converter casts to them around gather, slice, reshape, …)
+    "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16, "uint16": torch.uint16,
+}  # fmt: skip
 
 
 def kernel(*names: str) -> Callable[[Kernel], Kernel]:
@@ -347,7 +351,11 @@ def mul(x, y):
 
 @kernel("real_div")
 def real_div(x, y):
-    return as_tensor(x) / as_tensor(y)
+    """x / y; on two integer tensors MIL keeps the integer type, the quotient truncated toward zero."""
+    x, y = as_tensor(x), as_tensor(y)
+    if not x.is_floating_point() and not y.is_floating_point():
+        return torch.div(x, y, rounding_mode="trunc").to(torch.promote_types(x.dtype, y.dtype))
+    return x / y
 
 
 @kernel("maximum")
