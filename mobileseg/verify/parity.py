@@ -80,11 +80,6 @@ def parity_inputs(recipe: Recipe) -> list[ParityInput]:
     ]
 
 
-def _forward(reference: nn.Module, image: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return reference(torch.from_numpy(np.ascontiguousarray(image))).numpy()
-
-
 def _float_input(rgb01: np.ndarray, recipe: Recipe) -> np.ndarray:
     """A picture off the 8-bit levels as the reference takes it: a uint8 model's preprocessing casts its
     input to float, so it takes 0..255 floats."""
@@ -155,7 +150,7 @@ def run_parity(
             for case, clean in zip(cases, expected):
                 if case.label.startswith("photo:"):
                     noise_floors[case.label] = noise_floor(
-                        lambda image: _forward(reference, image), case.rgb01, clean,
+                        lambda image: torch_session.run({input_name: image})["logits"], case.rgb01, clean,
                         lambda rgb01: _float_input(rgb01, recipe), output_kind,
                     )  # fmt: skip
         return noise_floors
