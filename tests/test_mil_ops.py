@@ -7,6 +7,8 @@ expression of the op's documented semantics.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -210,13 +212,124 @@ def test_fp16_outputs_are_rounded_to_half():
     assert not np.array_equal(y.numpy(), (x + 1 / 3).numpy())
 
 
-def test_an_op_without_kernel_is_a_clear_error():
-    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 3))], opset_version=ct.target.iOS16)
-    def prog(x):
-        return mb.erf(x=x)
+def test_an_op_without_kernel_is_refused_in_one_line_naming_the_op_and_its_source():
+    class Warp(torch.nn.Module):
+        def forward(self, x, grid):
+            return F.grid_sample(x, grid, align_corners=False)
 
-    with pytest.raises(UnsupportedMilOpError, match="no kernel for op.*erf"):
-        MilProgram(prog)
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.warp = torch.nn.Conv2d(3, 4, 3, padding=1), Warp()
+
+        def forward(self, x, grid):
+            return self.warp(self.stem(x), grid)
+
+    x, grid = torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, 2)
+    model = ct.convert(torch.jit.trace(Net().eval(), (x, grid)), convert_to="mlprogram", skip_model_load=True,
+                       inputs=[ct.TensorType(name="x", shape=x.shape), ct.TensorType(name="grid", shape=grid.shape)],
+                       minimum_deployment_target=ct.target.iOS16)  # fmt: skip
+    with pytest.raises(UnsupportedMilOpError) as refused:
+        MilProgram(model._mil_program)  # before anything runs
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "cannot run op resample" in message and "from torch module warp (Warp), op grid_sampler" in message
+    with pytest.raises(UnsupportedMilOpError, match=r"cannot run op resample \(\w+\): no kernel"):
+        MilProgram.from_package(Path(model.package_path))  # a saved package keeps op names, not scopes
+
+
+def run_ios17(build, *arrays, dtype=types.fp32):
+    """Run ``build(*vars)`` as an iOS17 program on ``arrays``; returns the first output as a numpy array."""
+    specs = [mb.TensorSpec(shape=a.shape, dtype=dtype) for a in arrays]
+
+    def one(a):
+        return build(a)
+
+    def two(a, b):
+        return build(a, b)
+
+    program = mb.program(input_specs=specs, opset_version=ct.target.iOS17)(one if len(arrays) == 1 else two)
+    executor = MilProgram(program)
+    return next(iter(executor.run(dict(zip(executor.input_names, arrays))).values()))
+
+
+def test_ios17_reshape_aligns_zeros_to_the_right():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert run_ios17(lambda a: mb.reshape(x=a, shape=[1, 0, -1, 0]), x).shape == (1, 1, 2, 3)
+    with pytest.raises(ValueError):  # iOS15/16 require the ranks to agree when zeros are used
+        run_op(lambda a: mb.reshape(x=a, shape=[1, 0, -1, 0]), (2, 3))
+
+
+def test_ios17_argmax_output_dtype_and_argmin():
+    x = RNG.standard_normal((3, 5)).astype(np.float32)
+    out = run_ios17(lambda a: mb.reduce_argmax(x=a, axis=1, output_dtype="uint16"), x)
+    assert out.tolist() == x.argmax(1).tolist()
+    assert run_ios17(lambda a: mb.reduce_argmin(x=a, axis=0), x).tolist() == x.argmin(0).tolist()
+
+
+def test_pad_reflect_and_replicate_on_a_matrix():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for mode, numpy_mode in (("reflect", "reflect"), ("replicate", "edge")):
+        (_,), out = run_op(lambda a: mb.pad(x=a, pad=[1, 2, 2, 1], mode=mode), (3, 4), inputs=[x])
+        np.testing.assert_array_equal(out.numpy(), np.pad(x, [(1, 2), (2, 1)], mode=numpy_mode))
+
+
+def test_slice_with_a_negative_stride_to_one_element():
+    x = np.arange(8, dtype=np.float32)
+    (_,), out = run_op(lambda a: mb.slice_by_index(x=a, begin=[5], end=[4], stride=[-1]), (8,), inputs=[x])
+    assert out.tolist() == [5.0]
+
+
+def test_linear_and_matmul_with_integer_weights():
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    weight = RNG.integers(-5, 5, (3, 4)).astype(np.int32)
+    out = run_ios17(lambda a: mb.linear(x=a, weight=weight), x)
+    np.testing.assert_allclose(out, x @ weight.T, rtol=1e-6)
+    out = run_ios17(lambda a: mb.matmul(x=a, y=weight.T.copy()), x)
+    np.testing.assert_allclose(out, x @ weight.T, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_conv_transpose_in_one_and_three_dimensions(rank):
+    shape, kernel = (1, 4) + (5,) * rank, (4, 2) + (3,) * rank
+    weight = RNG.standard_normal(kernel).astype(np.float32)
+    pad = [1, 0] * rank
+    (x,), out = run_op(lambda a: mb.conv_transpose(x=a, weight=weight, strides=[2] * rank, pad_type="custom", pad=pad), shape)
+    full = {1: F.conv_transpose1d, 3: F.conv_transpose3d}[rank](x, torch.from_numpy(weight), stride=2)
+    close(out, full[(slice(None), slice(None)) + (slice(1, None),) * rank])
+
+
+def test_gather_with_batch_dims():
+    x = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+    indices = np.array([[0, 4], [3, 3]], np.int32)
+    out = run_ios17(lambda a: mb.gather(x=a, indices=indices, axis=1, batch_dims=1), x)
+    np.testing.assert_array_equal(out, np.stack([x[0][[0, 4]], x[1][[3, 3]]]))
+
+
+def test_select_comparisons_and_elementwise_ops():
+    a = RNG.standard_normal((3, 4)).astype(np.float32)
+    b = RNG.standard_normal((3, 4)).astype(np.float32)
+    out = run_ios17(lambda x, y: mb.select(cond=mb.greater_equal(x=x, y=y), a=x, b=y), a, b)
+    np.testing.assert_array_equal(out, np.maximum(a, b))
+    np.testing.assert_allclose(run_ios17(lambda x: mb.elu(x=x, alpha=0.5), a), np.where(a > 0, a, 0.5 * np.expm1(a)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_ios17(lambda x: mb.silu(x=x), a), a / (1 + np.exp(-a)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_ios17(lambda x: mb.square(x=x), a), a * a, rtol=1e-6)
+    ints = np.array([7, -7, 9, -1], np.int32)
+    out = run_ios17(lambda x: mb.floor_div(x=x, y=np.int32(2)), ints, dtype=types.int32)
+    assert out.tolist() == (ints // 2).tolist()
+
+
+def test_resize_nearest_neighbor_resize_crop_and_crop_resize():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    out = run_ios17(lambda a: mb.resize_nearest_neighbor(x=a, target_size_height=8, target_size_width=2), x)
+    np.testing.assert_array_equal(out, x[:, :, [0, 0, 1, 1, 2, 2, 3, 3]][..., [0, 2]])
+    out = run_ios17(lambda a: mb.resize(x=a, shape=[3, 0], resized_dims=np.uint32(2), interpolation_mode="NEAREST_NEIGHBOR"), x)
+    np.testing.assert_array_equal(out, x[:, :, [0, 2, 3]])  # the input pixel under each output centre
+    out = run_ios17(lambda a: mb.crop(x=a, crop_height=[1, 0], crop_width=[0, 2]), x)
+    np.testing.assert_array_equal(out, x[:, :, 1:, :2])
+    boxes = np.array([[1, 1, 2, 2]], np.float32)
+    out = run_ios17(lambda a: mb.crop_resize(x=a, boxes=boxes, target_height=3, target_width=3, sampling_mode="ALIGN_CORNERS"), x)
+    np.testing.assert_allclose(out[0, 0], [[5, 5.5, 6], [7, 7.5, 8], [9, 9.5, 10]])
 
 
 def test_real_div_of_integers_truncates_as_mil_does():

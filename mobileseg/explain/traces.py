@@ -242,7 +242,6 @@ class MilTrace:
     def local(self, name: str, references: dict[str, np.ndarray]) -> np.ndarray | None:
         import torch
 
-        from mobileseg.runtimes.mil_ops import KERNELS
         from mobileseg.runtimes.mil_reference import _is_fp16, to_fp16
 
         if name not in self.ops:
@@ -275,7 +274,7 @@ class MilTrace:
             for index in sorted(cone):
                 op = operations[index]
                 arguments = {key: [value(v) for v in var] if isinstance(var, (list, tuple)) else value(var) for key, var in op.inputs.items()}
-                result = KERNELS[op.op_type](**arguments)
+                result = self.session.program.kernels[op](**arguments)
                 for var, out in zip(op.outputs, result if isinstance(result, tuple) else (result,)):
                     values[var.name] = to_fp16(out) if _is_fp16(var) else out
         out = values.get(name)

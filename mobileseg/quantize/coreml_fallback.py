@@ -32,7 +32,6 @@ import torch
 
 from mobileseg.quantize.fallback import ChannelErrors, Fallback, keep_enough, label_map
 from mobileseg.quantize.fallback import label_agreement as pooled_agreement
-from mobileseg.runtimes.mil_ops import KERNELS
 from mobileseg.runtimes.mil_reference import MilProgram, to_fp16
 
 GOAL = 0.995  # label agreement with the float32 program (as TFLite's fp16 fallback)
@@ -77,7 +76,7 @@ def float_run(program: MilProgram, feeds: Sequence[dict], candidates: Collection
     def observe(op, arguments: dict, results: tuple) -> None:
         if op.name not in names:
             return
-        produced = KERNELS[op.op_type](**{key: to_fp16(value) for key, value in arguments.items()})
+        produced = program.kernels[op](**{key: to_fp16(value) for key, value in arguments.items()})
         produced = to_fp16(produced[0] if isinstance(produced, tuple) else produced)
         reference = results[0]
         stats.add(op.name, reference.numpy(), produced.numpy(), 1 if reference.dim() == 4 else None)

@@ -42,7 +42,11 @@ def load_program(path: Path):
         raise ArtifactError(f"cannot read Core ML package {path}: {str(exc).splitlines()[0]}") from exc
     if spec.WhichOneof("Type") != "mlProgram":
         raise ArtifactError(f"{path} is a {spec.WhichOneof('Type')} model; the MIL reference runs ML programs only")
-    return load_milproto(spec, spec.specificationVersion, model.weights_dir), spec
+    try:
+        program = load_milproto(spec, spec.specificationVersion, model.weights_dir)
+    except Exception as exc:  # coremltools' own reader re-validates every op while it rebuilds the program
+        raise ArtifactError(f"coremltools cannot read back the MIL program of {path}: {str(exc).splitlines()[0]}") from exc
+    return program, spec
 
 
 def to_fp16(value):
@@ -64,6 +68,33 @@ def to_fp16(value):
 Observer = Callable[[object, dict, tuple], None]
 
 
+def _cannot_run(op, kernel) -> str | None:
+    """Why the executor cannot compute ``op`` (no kernel, a mode its kernel lacks, nested blocks), or None."""
+    from mobileseg.runtimes.mil_ops import CHECKS
+
+    if op.blocks:
+        return "control flow (nested blocks) is not supported"
+    if kernel is None:
+        return "no kernel for this op type"
+    check = CHECKS.get(op.op_type)
+    return check(op) if check is not None else None
+
+
+def _origin(op) -> str:
+    """The op's name in the program and, where the converter kept its scopes (an in-memory program; a
+    saved package does not keep them), the PyTorch module and op it came from."""
+    from coremltools.converters.mil.mil.scope import ScopeSource
+
+    scopes = getattr(op, "scopes", None) or {}
+    names = [n for n in scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME, []) if n]
+    kinds = [k for k in scopes.get(ScopeSource.TORCHSCRIPT_MODULE_TYPE, []) if k]
+    if not kinds:
+        return op.name
+    module = ".".join(names[:-1]) or "the top-level module"
+    module_type = f" ({kinds[-2]})" if len(kinds) > 1 else ""
+    return f"{op.name}, from torch module {module}{module_type}, op {kinds[-1]}"
+
+
 def _is_fp16(var) -> bool:
     from coremltools.converters.mil.mil import types
 
@@ -75,15 +106,25 @@ class MilProgram:
     """A loaded MIL ``main`` function that can be run on named numpy inputs."""
 
     def __init__(self, program, function: str = "main"):
-        from mobileseg.runtimes.mil_ops import KERNELS  # PyTorch kernels: loaded with the first program
+        from mobileseg.runtimes.mil_ops import kernel_for  # PyTorch kernels: loaded with the first program
 
         self.function = program.functions[function]
-        unknown = sorted({op.op_type for op in self.function.operations if op.op_type != "const" and op.op_type not in KERNELS})
-        if unknown:
-            raise UnsupportedMilOpError(f"the MIL reference executor has no kernel for op(s): {', '.join(unknown)}")
-        nested = [op.op_type for op in self.function.operations if op.blocks]
-        if nested:
-            raise UnsupportedMilOpError(f"control-flow op(s) are not supported by the MIL reference: {', '.join(nested)}")
+        opset = getattr(self.function, "opset_version", None)
+        self.opset = None if opset is None else int(opset)
+        self.kernels = {}
+        refused = []  # (op, why), in program order
+        for op in self.function.operations:
+            if op.op_type == "const":
+                continue
+            self.kernels[op] = kernel_for(op.op_type, self.opset)
+            why = _cannot_run(op, self.kernels[op])
+            if why is not None:
+                refused.append((op, why))
+        if refused:
+            op, why = refused[0]
+            others = sorted({o.op_type for o, _ in refused[1:]} - {op.op_type})
+            also = f"; also cannot run: {', '.join(others)}" if others else ""
+            raise UnsupportedMilOpError(f"the MIL reference executor cannot run op {op.op_type} ({_origin(op)}): {why}{also}")
         self.input_names = list(self.function.inputs)
         self.output_names = [var.name for var in self.function.outputs]
         self.op_counts: dict[str, int] = {}
@@ -106,12 +147,12 @@ class MilProgram:
         """
         import torch
 
-        from mobileseg.runtimes.mil_ops import KERNELS
+        from mobileseg.runtimes.mil_ops import as_tensor
 
         values: dict[str, object] = {}
         half = frozenset(half)
         for name, var in self.function.inputs.items():
-            tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
+            tensor = as_tensor(np.ascontiguousarray(inputs[name]))
             if _is_fp16(var):
                 tensor = tensor.to(torch.float16)
             values[name] = tensor.float() if tensor.is_floating_point() else tensor
@@ -130,7 +171,7 @@ class MilProgram:
                 if in_half:
                     arguments = {key: to_fp16(value) for key, value in arguments.items()}
                 try:
-                    result = KERNELS[op.op_type](**arguments)
+                    result = self.kernels[op](**arguments)
                 except Exception as exc:
                     raise ExportError(f"MIL op {op.op_type} ({op.name}) failed in the reference executor: {exc}") from exc
                 results = result if isinstance(result, tuple) else (result,)
