@@ -803,7 +803,10 @@ def l2_norm(x, epsilon=1e-6):
 
 @kernel("local_response_norm")
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
-    """``x / (k + alpha / size · Σ x²)^beta`` over ``size`` neighbouring channels (as PyTorch centres them)."""
+    """``x / (k + alpha / size · Σ x²)^beta`` over ``size`` neighbouring channels (as PyTorch centres them);
+    the channel axis is -3 (a rank-3 input is [C, H, W], not [N, C, L])."""
+    if x.dim() == 3:
+        return F.local_response_norm(x.unsqueeze(0), int(size), float(alpha), float(beta), float(k)).squeeze(0)
     return F.local_response_norm(x, int(size), float(alpha), float(beta), float(k))
 
 
@@ -955,7 +958,16 @@ def einsum(values, equation):
 def _index(value, size: int) -> torch.Tensor:
     """Integer indices as int64, negative ones counted from the end of an axis of ``size``."""
     idx = as_tensor(value).to(torch.int64)
-    return torch.where(idx < 0, idx + size, idx)
+    idx = torch.where(idx < 0, idx + size, idx)
+    _in_range(idx.numpy(), size)
+    return idx
+
+
+def _in_range(indices: np.ndarray, size) -> None:
+    """Out-of-range indices stop the run (Core ML fails at run time, or its values are undefined)."""
+    bad = (indices < 0) | (indices >= np.asarray(size))
+    if bad.any():
+        raise IndexError(f"index {int(np.asarray(indices)[bad].reshape(-1)[0])} is out of range for an axis of size {size}")
 
 
 @kernel("gather_along_axis")
@@ -997,13 +1009,15 @@ def _scatter_numpy(data, positions, updates, mode: str) -> torch.Tensor:
 
 @kernel("scatter")
 def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """``data[..., indices[i], ...] (mode)= updates[..., i, ...]`` along ``axis``."""
+    """``data[..., indices[p], ...] (mode)= updates[..., p, ...]`` along ``axis``, for every position p
+    of ``indices`` (``updates`` is ``data.shape[:axis] + indices.shape + data.shape[axis + 1:]``)."""
     data = as_tensor(data)
     axis = int(axis) % data.dim()
-    idx = _index(indices, data.shape[axis]).reshape(-1).tolist()
-    moved = np.moveaxis(as_tensor(updates).numpy(), axis, 0)
-    positions = [(slice(None),) * axis + (i,) for i in idx]
-    return _scatter_numpy(data, positions, list(moved), mode)
+    idx = _index(indices, data.shape[axis]).numpy()
+    k = idx.ndim
+    moved = np.moveaxis(as_tensor(updates).numpy(), list(range(axis, axis + k)), list(range(k)))
+    positions = [(slice(None),) * axis + (int(idx[p]),) for p in np.ndindex(*idx.shape)]
+    return _scatter_numpy(data, positions, [moved[p] for p in np.ndindex(*idx.shape)], mode)
 
 
 @kernel("scatter_along_axis")
@@ -1027,6 +1041,7 @@ def scatter_nd(data, indices, updates, mode="add", validate_indices=False):
     k = idx.shape[-1]
     flat = idx.reshape(-1, k)
     flat = np.where(flat < 0, flat + np.array(data.shape[:k]), flat)
+    _in_range(flat, list(data.shape[:k]))
     values = as_tensor(updates).numpy().reshape(len(flat), *data.shape[k:])
     return _scatter_numpy(data, [tuple(int(v) for v in row) for row in flat], list(values), mode)
 
@@ -1043,7 +1058,7 @@ def reshape_like(x, ref_tensors, begins, ends, end_masks):
 @kernel("flatten2d")
 def flatten2d(x, axis=1):
     x = as_tensor(x)
-    axis = int(axis) % (x.dim() + 1) if int(axis) < 0 else int(axis)
+    axis = int(axis) + x.dim() if int(axis) < 0 else int(axis)  # [prod(shape[:axis]), prod(shape[axis:])]
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
 
