@@ -8,7 +8,7 @@ WEIGHTS_DIR ?= $(abspath ../shared/weights)
 export MOBILESEG_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
 export MOBILESEG_PEERS_DIR ?= $(abspath ../shared/peers)
 
-.PHONY: setup demo test bench parity clean
+.PHONY: setup demo test bench parity mil-conformance clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ test: setup
 # three models at a time on this 2-core machine (one export keeps only about one core busy).
 parity: setup
 	$(BIN)/mobileseg matrix --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
+
+# coremltools' own MIL op tests through the MIL reference executor, every module it is meant for (~40 min):
+# results/mil_conformance.json; `make test` runs a one-minute selection (docs/mil-reference.md).
+mil-conformance: setup
+	$(BIN)/python tests/mil_conformance/run.py --full --out results/mil_conformance.json
 
 bench: setup
 	$(BIN)/mobileseg bench-suite --out results/bench.json

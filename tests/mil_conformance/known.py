@@ -1,8 +1,8 @@
 """Checks of coremltools' op tests whose failure is not the executor's, each with its reason.
 
-A case matches when its test id contains ``test`` and one of ``params`` (all, when empty), on one of
-``routes``, with an outcome in ``outcomes``. Keep the list short and every reason checkable: a case that
-starts to match is reported as stale by `tests/mil_conformance/run.py`.
+A case matches when its test id contains ``test``, ``config`` and one of ``params`` (any, when empty),
+on one of ``routes``, with an outcome in ``outcomes``. Keep the list short and every reason checkable:
+`run.py` reports the cases no check of a run matched (stale, or outside the modules it ran).
 """
 
 from __future__ import annotations

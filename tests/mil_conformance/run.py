@@ -101,6 +101,7 @@ def summarise(records: list[dict]) -> dict:
         "by_route": {route: dict(collections.Counter("known" if "known" in r else r["outcome"] for r in records if r["route"] == route))
                      for route in sorted({r["route"] for r in records})},  # fmt: skip
         "failures": [r for r in records if r["outcome"] in ("mismatch", "error", "unreadable") and "known" not in r],
+        "unused_known": [k.reason for k in KNOWN if not any(k.covers(r) for r in records)],
     }
 
 
@@ -117,6 +118,8 @@ def main() -> int:
     print("refused ops: " + ", ".join(f"{op} {n}" for op, n in summary["refused_ops"].items()))
     for reason, n in summary["known"].items():
         print(f"known, not ours ({n}): {reason}")
+    for reason in summary["unused_known"]:
+        print(f"listed as known but not seen in this run: {reason}")
     for failure in summary["failures"]:
         print(f"{failure['outcome']}: {failure['route']} {failure['test']}: {failure['detail'][:200]}")
     if args.out:
