@@ -50,6 +50,9 @@ KNOWN: list[Known] = [
     Known("TestCropResize::test_builder_to_backend_ios1", ("package-fp32", "memory"), ("mismatch",),
           "the expected value 7.899 is written by hand where bilinear sampling gives 7.9 (1 + 4 x 1.5 + 0.9); "
           "it passes only under the fp16 tolerance", config="precision='fp32'"),  # fmt: skip
+    Known("TestScatter::test_builder_to_backend_programmatic", ("package-fp16",), ("mismatch",),
+          "repeated divisions take the expected value to 1.08e6, beyond float16's range (65,504): an fp16 "
+          "program holds inf there", params=("accumulate_mode=div",)),  # fmt: skip
     Known("::test_ios17_invalid_indices", ("memory", "package-fp16", "package-fp32"), ("error", "mismatch"),
           "the test feeds out-of-range indices and expects Core ML to fail at run time or return undefined "
           "values; the executor stops with 'index … is out of range' naming the op"),  # fmt: skip
