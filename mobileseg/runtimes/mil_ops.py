@@ -200,13 +200,14 @@ def matmul(x, y, transpose_x=False, transpose_y=False):
     return torch.matmul(x, y)
 
 
-def _channel_affine(x, gamma, beta):
-    """``x · gamma + beta`` with per-channel (axis 1) vectors, either of which may be absent."""
-    shape = [1, -1] + [1] * (x.dim() - 2)
+def _channel_affine(x, gamma, beta, shape=None):
+    """``x · gamma + beta``, either of which may be absent, reshaped to ``shape`` to broadcast (default:
+    per-channel vectors on axis 1)."""
+    shape = shape if shape is not None else [1, -1] + [1] * (x.dim() - 2)
     if gamma is not None:
-        x = x * as_tensor(gamma).view(shape)
+        x = x * as_tensor(gamma).reshape(shape)
     if beta is not None:
-        x = x + as_tensor(beta).view(shape)
+        x = x + as_tensor(beta).reshape(shape)
     return x
 
 
@@ -786,11 +787,7 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     variance = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
     out = (x - mean) / torch.sqrt(variance + float(epsilon))
     shape = [x.shape[d] if d in dims else 1 for d in range(x.dim())]  # gamma / beta have x.shape[axes]
-    if gamma is not None:
-        out = out * as_tensor(gamma).reshape(shape)
-    if beta is not None:
-        out = out + as_tensor(beta).reshape(shape)
-    return out
+    return _channel_affine(out, gamma, beta, shape)
 
 
 @kernel("l2_norm")
