@@ -40,7 +40,7 @@ parity: setup
 	$(BIN)/mobileseg matrix --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
 
 # coremltools' own MIL op tests through the MIL reference executor, every module it is meant for (~40 min):
-# results/mil_conformance.json; `make test` runs a one-minute selection (docs/mil-reference.md).
+# results/mil_conformance.json; `make test` runs an 80-second selection (docs/mil-reference.md).
 mil-conformance: setup
 	$(BIN)/python tests/mil_conformance/run.py --full --out results/mil_conformance.json
 

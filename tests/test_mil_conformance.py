@@ -27,10 +27,10 @@ def summary() -> dict:
 
 
 def test_every_check_matches_or_is_refused_clearly(summary):
-    assert summary["checks"] > 500, summary["outcomes"]
+    assert summary["checks"] > 400, summary["outcomes"]
     assert summary["failures"] == [], "\n".join(f"{f['outcome']} {f['route']} {f['test']}: {f['detail'][:300]}" for f in summary["failures"])
     for route in ("package-fp16", "memory"):
-        assert summary["by_route"][route].get("match", 0) > 250, summary["by_route"]
+        assert summary["by_route"][route].get("match", 0) > 200, summary["by_route"]
 
 
 def test_refusals_are_one_line_and_name_the_op(summary):
