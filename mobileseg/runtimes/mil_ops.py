@@ -380,9 +380,7 @@ def resize_bilinear(x, target_size_height=1, target_size_width=1, sampling_mode=
 def upsample_nearest_neighbor(x, scale_factor_height=1, scale_factor_width=1):
     height = int(math.floor(x.shape[-2] * float(scale_factor_height)))
     width = int(math.floor(x.shape[-1] * float(scale_factor_width)))
-    rows = np.minimum(np.floor(np.arange(height) * x.shape[-2] / height), x.shape[-2] - 1).astype(np.int64)
-    cols = np.minimum(np.floor(np.arange(width) * x.shape[-1] / width), x.shape[-1] - 1).astype(np.int64)
-    return x.index_select(x.dim() - 2, torch.from_numpy(rows)).index_select(x.dim() - 1, torch.from_numpy(cols))
+    return resize_nearest_neighbor(x, height, width)
 
 
 # ---------------------------------------------------------------------------------- elementwise and math
