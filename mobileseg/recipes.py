@@ -182,7 +182,7 @@ def parse_recipe(data: dict, source: str) -> Recipe:
     photos = parity.get("photos", ["astronaut"])
     if not isinstance(photos, (list, tuple)) or not all(isinstance(p, str) for p in photos):
         raise RecipeError(f"{source}: parity.photos must be a list of photo names, not {photos!r}")
-    weights = data.get("weights", spec.checkpoint.filename)
+    weights = data.get("weights", spec.checkpoint.filename if spec.checkpoint else None)
     targets = _mapping(data.get("targets") if "targets" in data else {"onnx": {}}, source, "targets")
     recipe = Recipe(
         model=spec.name,
@@ -277,9 +277,9 @@ def resolve_weights(recipe: Recipe, explicit: Path | None, random_weights: bool)
         if not Path(explicit).is_file():
             raise CheckpointError(f"checkpoint not found: {explicit}")
         return Path(explicit)
-    if random_weights:
-        return None
     spec = zoo.spec(recipe.model)
+    if random_weights or (spec.structure_only and not recipe.weights):
+        return None
     directory = os.environ.get(WEIGHTS_DIR_ENV)
     if directory and recipe.weights and (Path(directory) / recipe.weights).is_file():
         return Path(directory) / recipe.weights

@@ -8,6 +8,11 @@ Exporter and opset, chosen from the evidence in docs/dependencies.md:
 * opset 17 by default: the widest runtime support (onnxruntime mobile, onnx2tf, TensorRT 8.5+) with
   every op these networks need; the dynamo exporter cannot write below 18, and onnxsim 0.4.36 rejects
   the IR version that opset 23 brings, so ``opset`` is limited to 11–21.
+
+Max-unpooling (SegNet, `zoo.unpooling`) is written as ONNX's own MaxUnpool when ``unpooling="native"``:
+the TorchScript exporter has no rule for ``aten::max_unpool2d``, and ours adds the ``(n·C + c)·H·W`` offsets
+that turn PyTorch's per-plane indices into the flat N·C·H·W ones MaxUnpool reads. ``"portable"`` writes
+the builtin-only lowering instead (what TFLite and Core ML convert).
 """
 
 from __future__ import annotations
@@ -39,13 +44,16 @@ def export_onnx(
 ) -> OnnxExportInfo:
     """Export ``module`` traced on ``example`` to ``path`` (a file that must not be the final artifact path
     of a live folder: callers write into a temporary folder and rename)."""
+    from mobileseg.zoo.unpooling import unpooling_form
+
     axes = {0: "batch"} if options.dynamic_batch else {}
     if options.dynamic_spatial:
         axes |= {2: "height", 3: "width"}
-    return export_onnx_graph(
-        module, (example,), path, [options.input_name], [options.output_name], options, metadata,
-        {options.input_name: axes, options.output_name: axes} if axes else None,
-    )  # fmt: skip
+    with unpooling_form(module, options.unpooling):
+        return export_onnx_graph(
+            module, (example,), path, [options.input_name], [options.output_name], options, metadata,
+            {options.input_name: axes, options.output_name: axes} if axes else None,
+        )  # fmt: skip
 
 
 def export_onnx_graph(
@@ -62,6 +70,7 @@ def export_onnx_graph(
     import onnx
 
     options.validate()
+    _register_max_unpool(options.opset)
     raw_path = path.with_suffix(".raw.onnx")
     try:
         with warnings.catch_warnings():
@@ -123,3 +132,35 @@ def export_onnx_graph(
         nodes_after=len(model.graph.node),
         op_counts=dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
     )
+
+
+_UNPOOL_REGISTERED: set[int] = set()
+
+
+def _register_max_unpool(opset: int) -> None:
+    """Teach the TorchScript exporter ``aten::max_unpool2d`` → ONNX MaxUnpool with flat indices."""
+    if opset in _UNPOOL_REGISTERED:
+        return
+    torch.onnx.register_custom_op_symbolic("aten::max_unpool2d", _max_unpool2d, opset)
+    _UNPOOL_REGISTERED.add(opset)
+
+
+def _max_unpool2d(g, values, indices, output_size):
+    """MaxUnpool of (N, C, h, w) ``values`` into (N, C, H, W): indices + (n·C + c)·H·W, written with shape ops
+    so a dynamic batch works too (onnxsim folds them to one constant when the shapes are static)."""
+    from torch.onnx import symbolic_helper
+
+    height, width = symbolic_helper._get_const(output_size, "is", "output_size")
+    int64 = torch.onnx.TensorProtoDataType.INT64
+    shape = g.op("Shape", values)
+    batch_channels = g.op("Slice", shape, g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([2])))
+    planes = g.op("ReduceProd", batch_channels, keepdims_i=0)
+    plane = g.op("Range", g.op("Constant", value_t=torch.tensor(0)), planes, g.op("Constant", value_t=torch.tensor(1)))
+    offsets = g.op("Mul", plane, g.op("Constant", value_t=torch.tensor(height * width)))
+    offsets = g.op("Reshape", offsets, g.op("Concat", batch_channels, g.op("Constant", value_t=torch.tensor([1, 1])), axis_i=0))
+    flat = g.op("Add", g.op("Cast", indices, to_i=int64), offsets)
+    output_shape = g.op("Concat", batch_channels, g.op("Constant", value_t=torch.tensor([height, width])), axis_i=0)
+    # onnxruntime requires output_shape to equal (h − 1)·2 + 2 − pads: an odd side (ceil-mode pooling) pads 1 at its end
+    pooled = symbolic_helper._get_tensor_sizes(values)[2:]
+    pads = [0, 0, 2 * pooled[0] - height, 2 * pooled[1] - width]
+    return g.op("MaxUnpool", values, flat, output_shape, kernel_shape_i=[2, 2], strides_i=[2, 2], pads_i=pads)

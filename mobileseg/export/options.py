@@ -12,6 +12,7 @@ from mobileseg.errors import ExportError
 DEFAULT_OPSET = 17
 OPSET_RANGE = (11, 21)
 ONNX_EXPORTERS = ("torchscript", "dynamo")
+UNPOOLING_FORMS = ("native", "portable")  # zoo/unpooling.py
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class OnnxOptions:
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"  # or "dynamo"
     simplify: bool = True
+    unpooling: str = "native"  # max-unpooling as ONNX MaxUnpool, or "portable": the builtin-only lowering
     # set by the pipeline (the recipe's input section, the graph's names), not recipe keys of the target
     dynamic_batch: bool = field(default=False, metadata={"recipe": False})
     dynamic_spatial: bool = field(default=False, metadata={"recipe": False})  # symbolic height and width
@@ -30,6 +32,8 @@ class OnnxOptions:
             raise ExportError(f"ONNX opset {self.opset} is not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
         if self.exporter not in ONNX_EXPORTERS:
             raise ExportError(f"unknown ONNX exporter {self.exporter!r}; choose {' or '.join(ONNX_EXPORTERS)}")
+        if self.unpooling not in UNPOOLING_FORMS:
+            raise ExportError(f"unknown ONNX unpooling {self.unpooling!r}; choose {' or '.join(UNPOOLING_FORMS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

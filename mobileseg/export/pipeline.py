@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,10 +91,18 @@ class ExportResult:
 
 
 def weights_record(recipe: Recipe, weights: Path | None) -> dict:
+    spec = zoo.spec(recipe.model)
+    if weights is None and spec.structure_only:
+        from mobileseg.zoo.structure_only import CALIBRATION_PHOTOS, SEED
+
+        return {"path": None, "sha256": None, "official": False, "structure_only": True,
+                "init": f"seed {SEED}, statistics calibrated on {CALIBRATION_PHOTOS} crops of the bundled photos at "
+                        f"{'x'.join(map(str, spec.calibration_size or spec.input_size))} (no trained weights exist here)"}  # fmt: skip
     if weights is None:
         return {"path": None, "sha256": None, "official": False, "random_init_seed": recipe.seed}
     digest = sha256_file(weights)
-    return {"path": str(weights.resolve()), "sha256": digest, "official": digest == zoo.spec(recipe.model).checkpoint.sha256}
+    official = spec.checkpoint is not None and digest == spec.checkpoint.sha256
+    return {"path": str(weights.resolve()), "sha256": digest, "official": official}
 
 
 def io_spec(recipe: Recipe) -> tuple[list[dict], list[dict]]:
@@ -157,7 +165,8 @@ def export_fingerprint_of(identity: dict, versions: dict) -> str:
 
 def export_fingerprint(recipe: Recipe, weights: dict, versions: dict, threads: int | None, lean: bool = True) -> str:
     """What determines an artifact folder's content: recipe, weights, tool versions, mobileseg's code."""
-    identity = {"recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("random_init_seed"), "threads": threads}
+    identity = {"recipe": recipe.to_dict(), "weights": weights.get("sha256") or weights.get("init") or weights.get("random_init_seed"),
+                "threads": threads}  # fmt: skip
     return export_fingerprint_of(identity if lean else {**identity, "lean": False}, versions)
 
 
@@ -280,7 +289,9 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
     with staging_folder(out, request.force) as staging, scratch("export-") as scratch_dir:
         job = PictureJob(
             recipe, reference, reference, staging, scratch_dir, plan.options, plan.onnx,
-            make_onnx=lambda path: export_onnx(job.exported, example, path, plan.onnx, metadata=_onnx_metadata(recipe)),
+            make_onnx=lambda path, unpooling=None: export_onnx(
+                job.exported, example, path, replace(plan.onnx, unpooling=unpooling or plan.onnx.unpooling),
+                metadata=_onnx_metadata(recipe)),
             make_calibration=calibration, say=say,
             precisions={name: target_registry.get(name).chosen_precisions(plan.target_options[name]) for name in plan.targets},
         )  # fmt: skip
@@ -301,7 +312,8 @@ def _export(plan: ExportPlan, request: ExportRequest, say: Callable[[str], None]
             "model": {
                 "name": recipe.model, "description": spec.description, "params": spec.params,
                 "num_classes": spec.num_classes, "output_kind": spec.output_kind,
-                "weights": plan.weights_info, "checkpoint_source": spec.checkpoint.source,
+                "weights": plan.weights_info, "checkpoint_source": spec.checkpoint.source if spec.checkpoint else None,
+                **({"structure_only": True} if spec.structure_only and plan.weights is None else {}),
             },
             "recipe": recipe.to_dict(),
             "inputs": inputs,

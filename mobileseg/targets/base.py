@@ -166,17 +166,27 @@ class PictureJob:
     scratch: Path
     options: dict[str, Any]  # target name → its typed options
     onnx_options: Any  # OnnxOptions of the ONNX file every target that needs one shares
-    make_onnx: Callable[[Path], Any]  # writes the ONNX file at a path, returns its OnnxExportInfo
+    make_onnx: Callable[..., Any]  # (path, unpooling form or None) → writes the ONNX file, returns its OnnxExportInfo
     make_calibration: Callable[[int], Any]  # count → NCHW RGB [0, 1] pictures (the first ones whatever the count)
     say: Callable[[str], None]
     precisions: dict[str, list[str]] = field(default_factory=dict)  # target name → the precisions it exports
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     _onnx: tuple[Path, Any] | None = None
+    _portable_onnx: tuple[Path, Any] | None = None
     _calibration: Any = None
 
-    def onnx_file(self) -> tuple[Path, Any]:
-        """(path, info) of the network's ONNX file: in the artifact when onnx is exported, else in scratch."""
+    def onnx_file(self, portable: bool = False) -> tuple[Path, Any]:
+        """(path, info) of the network's ONNX file: in the artifact when onnx is exported, else in scratch.
+        ``portable``: builtin ops only (what onnx2tf converts): where the artifact's file keeps ONNX's own
+        MaxUnpool, a second file with the unpooling lowering (`zoo.unpooling`) is written to scratch."""
+        from mobileseg.zoo.unpooling import has_unpooling
+
+        if portable and self.onnx_options.unpooling != "portable" and has_unpooling(self.exported):
+            if self._portable_onnx is None:
+                path = self.scratch / "model_portable.onnx"
+                self._portable_onnx = (path, self.make_onnx(path, "portable"))
+            return self._portable_onnx
         if self._onnx is None:
             self.say("exporting ONNX")
             started = time.perf_counter()

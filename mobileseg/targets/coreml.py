@@ -65,5 +65,6 @@ def model_card(recipe):
     return CoreMLModelInfo(
         name=recipe.model, description=spec.description, classes=tuple(spec.class_names),
         output_kind=spec.output_kind, normalization=recipe.normalization, input_format=recipe.input_format,
-        checkpoint_source=spec.checkpoint.source, license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)",
+        checkpoint_source=spec.checkpoint.source if spec.checkpoint else "structure only (seeded, calibrated; no trained weights)",
+        license=f"weights: {spec.checkpoint.license} (the authors' checkpoint)" if spec.checkpoint else "weights: structure only",
     )  # fmt: skip

@@ -51,7 +51,7 @@ class TfliteTarget(Target):
         import time
 
         options = job.options["tflite"]
-        onnx_path, _ = job.onnx_file()
+        onnx_path, _ = job.onnx_file(portable=True)
         job.say("converting to TFLite (onnx2tf)")
         started = time.perf_counter()
         entries = _picture_files(job, options, onnx_path, self.calibration_count(options))
@@ -92,6 +92,8 @@ def _integer(job, example, options, calibration, output_shape) -> list[dict]:
     """int8 (and a16w8) convert the same function rewritten to quantise well (exact to ~1e-5; see
     quantize/int8.py); for a16w8 onnx2tf writes PReLUs in ops TFLite's 16×8 mode takes. Float precisions keep the graph of the ONNX artifact; the extra onnx2tf run this
     costs is paid only when asked for."""
+    from dataclasses import replace
+
     from mobileseg.quantize.a16w8 import split_wide_average_pools
     from mobileseg.quantize.int8 import A16W8_CHANNEL_EQUALIZATION, batchnorms_as_depthwise_convs, int8_module
     from mobileseg.export.onnx import export_onnx
@@ -103,7 +105,7 @@ def _integer(job, example, options, calibration, output_shape) -> list[dict]:
     if pseudo:
         rewrites["onnx2tf_pseudo_operators"] = list(pseudo)
     int8_onnx = job.scratch / f"model_{precision}.onnx"
-    export_onnx(int8_reference, example, int8_onnx, job.onnx_options)
+    export_onnx(int8_reference, example, int8_onnx, replace(job.onnx_options, unpooling="portable"))
 
     def onnx_rewrite(path: Path) -> dict[str, int]:
         done = {"batchnorms_as_depthwise_convs": batchnorms_as_depthwise_convs(path)}
@@ -133,7 +135,7 @@ def _convert(job, module, onnx_path: Path, example, options: TfliteOptions, cali
     def symbolic_onnx() -> Path:
         scratch.mkdir(parents=True, exist_ok=True)
         path = scratch / "model_symbolic.onnx"
-        export_onnx(for_symbolic_shapes(module, example), example, path, replace(job.onnx_options, dynamic_spatial=True))
+        export_onnx(for_symbolic_shapes(module, example), example, path, replace(job.onnx_options, dynamic_spatial=True, unpooling="portable"))
         if onnx_rewrite is not None:
             onnx_rewrite(path)
         return path

@@ -68,13 +68,21 @@ class ModelSpec:
     output_stride: int  # output is (H / output_stride, W / output_stride)
     output_kind: str  # "softmax_logits" (argmax over classes) or "sigmoid_logit" (foreground where > 0)
     normalization: Normalization
-    params: int  # the authors' parameter count, which ours must equal
-    checkpoint: Checkpoint
+    params: int  # the authors' parameter count, which ours must equal (counted as ``params_counted``)
+    checkpoint: Checkpoint | None  # None: no trained weights exist here ("structure only", `zoo.structure_only`)
     paper: str
     class_names: tuple[str, ...]
     network: str = field(repr=False)  # "module:callable" that builds the network (imported when built)
     network_args: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     key_rules_ref: str = field(repr=False, default="")  # "module:NAME" of the checkpoint key renames
+    # "parameters" (trainable tensors) or "variables" (also BN's running mean and variance, as TensorFlow counts)
+    params_counted: str = "parameters"
+    calibration_size: tuple[int, int] | None = None  # structure only: (H, W) of the photos BN is calibrated on
+
+    @property
+    def structure_only(self) -> bool:
+        """No trained weights: seeded initialisation with photo-calibrated statistics unless a checkpoint is given."""
+        return self.checkpoint is None
 
     def builder(self) -> nn.Module:
         """A new network (random initialisation, train mode)."""
@@ -121,6 +129,11 @@ def register(spec: ModelSpec) -> ModelSpec:
 def names() -> list[str]:
     """Registered model names, in registration order."""
     return list(_REGISTRY)
+
+
+def trained_names() -> list[str]:
+    """The models whose authors' trained checkpoints mobileseg loads (the others are structure only)."""
+    return [name for name, spec in _REGISTRY.items() if spec.checkpoint is not None]
 
 
 def get_spec(name: str) -> ModelSpec:

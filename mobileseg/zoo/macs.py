@@ -44,5 +44,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, counted: str = "parameters") -> int:
+    """Trainable parameters; ``counted="variables"`` adds BN's running mean and variance, as TensorFlow
+    counts a graph's variables (the thesis' Table 4.2)."""
+    total = sum(p.numel() for p in model.parameters())
+    if counted == "variables":
+        total += sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    return total

@@ -158,3 +158,63 @@ register(
         key_rules_ref="mobileseg.zoo.c3netv2:C3NETV2_KEY_RULES",
     )
 )
+
+
+# ---- structure only: no trained weights of these can be fetched here (`zoo.structure_only`) ----------------
+
+IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+TF_INCEPTION_NORMALIZATION = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # TF's 2x/255 − 1
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian", "bicyclist",
+)  # fmt: skip
+SUNRGBD_CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter",
+    "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat", "clothes", "ceiling", "books",
+    "fridge", "tv", "paper", "towel", "shower curtain", "box", "whiteboard", "person", "night stand", "toilet", "sink",
+    "lamp", "bathtub", "bag",
+)  # fmt: skip
+_SEGNET_SIZE_RULE = "any size: pooling rounds up and unpooling restores each encoder map's size"
+
+for _name, _classes, _size, _basic, _params, _what in (
+    ("segnet", CAMVID_CLASSES, (360, 480), False, 29_449_355, "SegNet (VGG-16 encoder, max-unpooling decoder), CamVid 11 classes"),
+    ("segnet-basic", CAMVID_CLASSES, (360, 480), True, 1_416_075, "SegNet-Basic (4 + 4 stages of 64 7×7 maps), CamVid 11 classes"),
+    ("segnet-sunrgbd", SUNRGBD_CLASSES, (224, 224), False, 29_464_357, "SegNet (VGG-16 encoder, max-unpooling decoder), SUN RGB-D 37 classes"),
+):  # fmt: skip
+    register(
+        ModelSpec(
+            name=_name, description=_what, num_classes=len(_classes), input_size=_size, size_multiple=1,
+            size_rule=_SEGNET_SIZE_RULE, output_stride=1, output_kind="softmax_logits",
+            normalization=IMAGENET_NORMALIZATION, params=_params, checkpoint=None,
+            paper="arXiv:1511.00561; seed 003 (SegNet notes)", class_names=_classes,
+            network="mobileseg.zoo.segnet:SegNet", network_args={"num_classes": len(_classes), "basic": _basic},
+            key_rules_ref="mobileseg.zoo.segnet:" + ("SEGNET_BASIC_KEY_RULES" if _basic else "SEGNET_KEY_RULES"),
+            calibration_size=(180, 240) if _size == (360, 480) else (224, 224),
+        )
+    )
+
+# Kolhatkar (2020), Ch. 4: the 19 Cityscapes classes at 2048×1024; parameter counts as Table 4.2 gives them
+# (TensorFlow's graph variables: BN's moving statistics included).
+for _name, _encoder, _args, _params, _what in (
+    ("sqznet-base", "squeezenet", {}, 732_243, "SqueezeNet 1.1 encoder (stride 16), bilinear decoder"),
+    ("sqznet-fcn8", "squeezenet", {"skips": 1}, 740_470, "SqueezeNet 1.1 encoder, one FCN skip step (stride 8)"),
+    ("sqznet-stride8", "squeezenet", {"output_stride": 8}, 732_243, "SqueezeNet 1.1 encoder at output stride 8 (dilated)"),
+    ("mn-base", "mobilenet", {}, 839_283, "MobileNet-v1 ×0.5 encoder (stride 32), bilinear decoder"),
+    ("mn-fcn16", "mobilenet", {"skips": 1}, 849_942, "MobileNet-v1 ×0.5 encoder, FCN-16 decoder"),
+    ("mn-fcn8", "mobilenet", {"skips": 2}, 858_169, "MobileNet-v1 ×0.5 encoder, FCN-8 decoder"),
+    ("mn-stride16", "mobilenet", {"output_stride": 16}, 839_283, "MobileNet-v1 ×0.5 encoder at output stride 16 (dilated)"),
+    ("mn-stride8", "mobilenet", {"output_stride": 8}, 839_283, "MobileNet-v1 ×0.5 encoder at output stride 8 (dilated)"),
+):  # fmt: skip
+    _multiple = 32 if _encoder == "mobilenet" else 16
+    register(
+        ModelSpec(
+            name=_name, description=f"{_what}, Cityscapes 19 classes (thesis Table 4.2)", num_classes=19,
+            input_size=(1024, 2048), size_multiple=_multiple,
+            size_rule=f"the encoder's stride-2 layers halve the input {_multiple.bit_length() - 1} times (TF 'SAME' sizes)",
+            output_stride=1, output_kind="softmax_logits", normalization=TF_INCEPTION_NORMALIZATION, params=_params,
+            checkpoint=None, paper="Kolhatkar, M.A.Sc. thesis, U. Ottawa 2020 (seed 004), Ch. 4",
+            class_names=CITYSCAPES_CLASSES, network="mobileseg.zoo.fcn:SemanticFCN",
+            network_args={"encoder": _encoder, "num_classes": 19, **_args},
+            key_rules_ref="mobileseg.zoo.fcn:" + ("MOBILENET_KEY_RULES" if _encoder == "mobilenet" else "SQUEEZENET_KEY_RULES"),
+            params_counted="variables" if _encoder == "mobilenet" else "parameters", calibration_size=(256, 512),
+        )
+    )
