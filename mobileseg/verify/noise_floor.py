@@ -21,6 +21,15 @@ NOISE_SIGMA = 0.5 / 255  # half a grey level, in RGB [0, 1] units
 NOISE_SEEDS = 5
 FLOOR_METRICS = ("argmax_agreement", "cosine")  # the metrics reduced precisions are judged on
 
+# fp32 files: the same rule at float32's own resolution. A network that makes discrete choices inside
+# (SegNet's max-pooling positions drive its unpooling) turns a different but equally exact summation order
+# into a value moved by one pixel wherever two values of a window are within rounding of each other.
+# Perturbing the input by ~8 float32 ulps (σ = 1e-6) makes such near-ties flip as a reordering does; on a
+# network without such choices the floor is ~1e-6 from exact and changes no bar.
+ROUNDING_SIGMA = 1e-6
+ROUNDING_METRICS = ("argmax_agreement", "cosine", "max_rel", "psnr_db")
+_LARGER_IS_WORSE = ("max_rel", "max_abs")
+
 
 @dataclass
 class NoiseFloor:
@@ -31,7 +40,7 @@ class NoiseFloor:
 
     def bounds(self) -> dict[str, float]:
         """Per metric, the lowest value over the seeds: what `verify.metrics.widened` widens a bar to."""
-        return {metric: min(values) for metric, values in self.values.items()}
+        return {metric: max(values) if metric in _LARGER_IS_WORSE else min(values) for metric, values in self.values.items()}
 
     def to_dict(self) -> dict:
         return {
@@ -42,7 +51,7 @@ class NoiseFloor:
 
 def noise_floor(
     run, rgb01: np.ndarray, clean_output: np.ndarray, to_input, kind: str | None,
-    sigma: float = NOISE_SIGMA, seeds: int = NOISE_SEEDS,
+    sigma: float = NOISE_SIGMA, seeds: int = NOISE_SEEDS, metrics: tuple[str, ...] = FLOOR_METRICS,
 ) -> NoiseFloor:  # fmt: skip
     """The `NoiseFloor` of one picture.
 
@@ -53,19 +62,19 @@ def noise_floor(
     """
     from mobileseg.verify.metrics import compare
 
-    floor = NoiseFloor(sigma, {metric: [] for metric in FLOOR_METRICS})
+    floor = NoiseFloor(sigma, {metric: [] for metric in metrics})
     for seed in range(seeds):
         noise = np.random.default_rng(seed).normal(0.0, sigma, rgb01.shape).astype(np.float32)
         noisy = np.clip(rgb01 + noise, 0.0, 1.0)
-        metrics = compare(clean_output, run(to_input(noisy)), kind)
-        for metric in FLOOR_METRICS:
-            if metric in metrics:
-                floor.values[metric].append(float(metrics[metric]))
+        measured = compare(clean_output, run(to_input(noisy)), kind)
+        for metric in floor.values:
+            if metric in measured:
+                floor.values[metric].append(float(measured[metric]))
     floor.values = {metric: values for metric, values in floor.values.items() if values}
     return floor
 
 
-def judge_by_floor(row, floors: dict[str, NoiseFloor]) -> None:
+def judge_by_floor(row, floors: dict[str, NoiseFloor], rule: str = "noise floor") -> None:
     """Record each judged photo's floor in ``row``'s cases (an `ArtifactResult`) and pass, "at noise floor",
     the cases whose every missed bound is met at the floor; the row's ``rule`` says which rule passed it.
     A case with non-finite outputs or a missed bound the floor does not cover still fails."""
@@ -78,11 +87,11 @@ def judge_by_floor(row, floors: dict[str, NoiseFloor]) -> None:
         floor = floors.get(case["input"])
         if floor is None or not case.get("gated", True):
             continue
-        case["noise_floor"] = floor.to_dict()
+        case["noise_floor" if rule == "noise floor" else "rounding_floor"] = floor.to_dict()
         if not case["failures"] or any("non-finite" in failure for failure in case["failures"]):
             continue
         if not check(case["metrics"], widened(row.tolerance, floor.bounds())):
-            case["failures"], case["rule"], by_floor = [], "noise floor", True
+            case["failures"], case["rule"], by_floor = [], rule, True
     failures = sorted({failure for case in row.cases for failure in case["failures"]})
     row.status, row.reason = ("fail", "; ".join(failures)) if failures else ("pass", "")
-    row.rule = "noise floor" if by_floor and not failures else "bar" if not failures else ""
+    row.rule = rule if by_floor and not failures else "bar" if not failures else ""

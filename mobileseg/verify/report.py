@@ -17,8 +17,8 @@ def report_rows(report: ParityReport) -> list[list[str]]:
         status = result.status.upper() + (f" ({result.reason})" if result.status in ("skipped", "error") else "")
         if any(case.get("reference") == "float64" for case in result.cases):
             status += " (vs float64)"
-        if result.rule == "noise floor":
-            status += " (at noise floor)"
+        if result.rule in ("noise floor", "rounding floor"):
+            status += f" (at {result.rule})"
         rows.append(
             [result.target, result.precision, result.runtime, status]
             + [fmt(worst.get(metric)) for metric in COLUMNS[4:]]

@@ -25,7 +25,7 @@ class ArtifactResult:
     version: str = ""
     tolerance: dict = field(default_factory=dict)
     cases: list[dict] = field(default_factory=list)
-    rule: str = ""  # what passed it: "bar" (the recipe's bounds) or "noise floor" (verify/noise_floor.py)
+    rule: str = ""  # what passed it: "bar" (the recipe's bounds), "noise floor" or "rounding floor" (verify/noise_floor.py)
 
     def worst(self) -> dict[str, float]:
         """The worst value of each metric over the cases the tolerance gates."""
