@@ -151,6 +151,8 @@ def main_callback(
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """List the zoo: parameters, MACs at the default input, input size, classes."""
+    import torch
+
     from mobileseg import zoo
     from mobileseg.export.pipeline import DEFAULT_ARTIFACTS_DIR
     from mobileseg.zoo.macs import count_macs
@@ -158,9 +160,11 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     rows = []
     for name in zoo.names():
         spec = zoo.spec(name)
-        macs = count_macs(zoo.build(name), spec.default_input_shape)
+        with torch.device("meta"):  # shapes only: MACs do not depend on the weights
+            macs = count_macs(spec.builder(), spec.default_input_shape)
         rows.append({
             "name": name, "params": spec.params, "gmacs": round(macs / 1e9, 4),
+            "weights": "structure only" if spec.structure_only else "authors'",
             "input": "x".join(map(str, spec.default_input_shape)), "size_multiple": spec.size_multiple,
             "classes": spec.num_classes, "output": spec.output_kind, "description": spec.description,
             "layout_ops": exported_layout_ops(DEFAULT_ARTIFACTS_DIR / name),
@@ -169,12 +173,12 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
         out.print_json(json.dumps(rows))
         return
     table = Table(title="mobileseg zoo (MACs: Conv/ConvTranspose/Linear multiply-accumulates, as the dissertation)")
-    for column in ("model", "params", "GMACs", "input (NCHW)", "multiple of", "classes", "output", "layout ops"):
+    for column in ("model", "params", "GMACs", "input (NCHW)", "multiple of", "classes", "output", "weights", "layout ops"):
         table.add_column(column, justify="right" if column in ("params", "GMACs", "classes", "multiple of") else "left", no_wrap=True)
     for r in rows:
         layout = ", ".join(f"{file} {count}" for file, count in r["layout_ops"].items()) or "-"
         table.add_row(r["name"], f"{r['params']:,}", f"{r['gmacs']:.4f}", r["input"], str(r["size_multiple"]),
-                      str(r["classes"]), r["output"], layout)  # fmt: skip
+                      str(r["classes"]), r["output"], r["weights"], layout)  # fmt: skip
     out.print(table)
     out.print("layout ops: transpose/reshape/gather/… per file of the model's artifact folder (artifacts/<model>), "
               "when it has been exported", highlight=False)  # fmt: skip
@@ -486,7 +490,7 @@ def sweep_dilation(
     rates: Annotated[str, typer.Option(help="Comma-separated dilation rates.")] = "2,6,12,18",
     channels: Annotated[int, typer.Option(help="Channels of the block.")] = 128,
     size: Annotated[str, typer.Option(help="HxW of the input.")] = "120x120",
-    block: Annotated[str, typer.Option(help="dwsep | dw | c3 | s2 (s2: pooling at equal receptive field).")] = "dwsep",
+    block: Annotated[str, typer.Option(help="dwsep | dw | c3 | s2 (s2: pooling at equal receptive field) | mobilenet | fire (the thesis' atrous blocks).")] = "dwsep",
     target: Annotated[list[str], typer.Option("--target", "-t", help="onnx | tflite (repeatable).")] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="Device profile whose protocol to use.")] = "cpu",
     iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Measured runs per rate.")] = None,

@@ -134,6 +134,18 @@ def test_dilation_sweep_records_graph_facts_and_draws_the_plot(tmp_path):
     assert (tmp_path / "again.png").is_file()
 
 
+@pytest.mark.parametrize("block", ["mobilenet", "fire"])
+def test_the_thesis_atrous_blocks_are_swept_too(tmp_path, block):
+    out = tmp_path / "sweep.json"
+    result = runner.invoke(app, ["sweep", "dilation", "--block", block, "--rates", "1,3", "--channels", "16", "--size", "24x24",
+                                 "-t", "onnx", "-n", "2", "--warmup", "1", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = load_result(out)["rows"]
+    facts = {r["rate"]: r["graph"] for r in rows}
+    assert facts[3]["conv_dilations"] == [1, 3] and facts[3]["dilation"] == "native"
+    assert len({r["macs"] for r in rows}) == 1
+
+
 def test_pytorch_eager_is_profiled_from_the_folders_recipe_and_weights(sinet_folder):
     result = profile(ProfileRequest(str(sinet_folder), "cpu", runtime="torch", iterations=3, warmup=0))
     assert (result["runtime"]["name"], result["artifact"]["target"]) == ("torch", "torch")

@@ -26,7 +26,7 @@ from mobileseg.bench.profile import SCHEMA, host_info
 from mobileseg.errors import MobilesegError
 from mobileseg.outputs import scratch
 
-BLOCKS = ("dwsep", "dw", "c3", "s2")
+BLOCKS = ("dwsep", "dw", "c3", "s2", "mobilenet", "fire")
 SWEEP_TARGETS = ("onnx", "tflite")  # Core ML latency needs a Mac
 # Quoted, not measured here: seed 000, Table 4.4 (iPhone XS, Core ML), dwsep 3×3 on 1×128×120×120.
 QUOTED_IPHONE_XS_MS = {2: 6.7, 6: 6.63, 12: 11.84, 18: 12.03}
@@ -39,6 +39,10 @@ class DilatedBlock(nn.Module):
     ``c3``: the C3 block (depthwise (2d−1)×1 and 1×(2d−1), then the dilated depthwise 3×3 and pointwise).
     ``s2``: no dilation: 2×2-style average pooling by p = round((2d + 1) / 3), depthwise 3×3, pointwise,
     bilinear upsampling ×p (``align_corners=False``): the S2 way to reach the same receptive field.
+    ``mobilenet``: the thesis' atrous MobileNet-v1 block (seed 004, MN-Stride8/16): depthwise 3×3 dilated by d
+    with TF "SAME" padding → BN → ReLU6 → pointwise → BN → ReLU6 (`zoo.mobilenet_v1`).
+    ``fire``: the thesis' atrous SqueezeNet fire module (SqzNet-Stride8): squeeze 1×1 to C/8 → expand 1×1 ∥
+    expand 3×3 dilated by d, C/2 each (`zoo.squeezenet`).
     """
 
     def __init__(self, kind: str, channels: int, rate: int):
@@ -49,6 +53,14 @@ class DilatedBlock(nn.Module):
         self.pool = max(1, round((2 * rate + 1) / 3)) if kind == "s2" else 1
         if kind == "c3":
             self.body = C3Block(channels, channels, rate)
+        elif kind == "mobilenet":
+            from mobileseg.zoo.mobilenet_v1 import DepthwiseSeparable
+
+            self.body = DepthwiseSeparable(channels, channels, 1, rate)
+        elif kind == "fire":
+            from mobileseg.zoo.squeezenet import Fire
+
+            self.body = Fire(channels, max(1, channels // 8), max(1, channels // 2), dilation=rate)
         elif kind in ("dwsep", "dw"):
             layers = [nn.Conv2d(channels, channels, 3, padding=rate, dilation=rate, groups=channels, bias=False)]
             if kind == "dwsep":

@@ -44,16 +44,13 @@ def export_onnx(
 ) -> OnnxExportInfo:
     """Export ``module`` traced on ``example`` to ``path`` (a file that must not be the final artifact path
     of a live folder: callers write into a temporary folder and rename)."""
-    from mobileseg.zoo.unpooling import unpooling_form
-
     axes = {0: "batch"} if options.dynamic_batch else {}
     if options.dynamic_spatial:
         axes |= {2: "height", 3: "width"}
-    with unpooling_form(module, options.unpooling):
-        return export_onnx_graph(
-            module, (example,), path, [options.input_name], [options.output_name], options, metadata,
-            {options.input_name: axes, options.output_name: axes} if axes else None,
-        )  # fmt: skip
+    return export_onnx_graph(
+        module, (example,), path, [options.input_name], [options.output_name], options, metadata,
+        {options.input_name: axes, options.output_name: axes} if axes else None,
+    )  # fmt: skip
 
 
 def export_onnx_graph(
@@ -66,7 +63,15 @@ def export_onnx_graph(
     metadata: dict[str, str] | None = None,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> OnnxExportInfo:
-    """Export a module with several named inputs and outputs (static shapes unless ``dynamic_axes``)."""
+    """Export a module with several named inputs and outputs (static shapes unless ``dynamic_axes``); its
+    max-unpooling (`zoo.unpooling`) in the form ``options.unpooling`` names."""
+    from mobileseg.zoo.unpooling import unpooling_form
+
+    with unpooling_form(module, options.unpooling):
+        return _export_onnx_graph(module, examples, path, input_names, output_names, options, metadata, dynamic_axes)
+
+
+def _export_onnx_graph(module, examples, path, input_names, output_names, options, metadata, dynamic_axes) -> OnnxExportInfo:
     import onnx
 
     options.validate()

@@ -25,12 +25,15 @@ class TfliteTarget(Target):
         from mobileseg.export.onnx import OnnxOptions, export_onnx_graph
         from mobileseg.export.tflite import convert_graph
         from mobileseg.outputs import scratch
+        from mobileseg.zoo.unpooling import has_unpooling
 
         with scratch("graph-") as tmp:
-            if onnx_file is None or not Path(onnx_file).is_file():
+            # the onnx target's file keeps ONNX's own MaxUnpool: onnx2tf converts the builtin-only lowering
+            if onnx_file is None or not Path(onnx_file).is_file() or has_unpooling(graph.module):
                 onnx_file = Path(tmp) / f"{graph.name}.onnx"
                 tensors = tuple(torch.from_numpy(examples[name]) for name in graph.input_names)
-                export_onnx_graph(graph.module, tensors, onnx_file, graph.input_names, graph.output_names, OnnxOptions(), metadata)
+                export_onnx_graph(graph.module, tensors, onnx_file, graph.input_names, graph.output_names,
+                                  OnnxOptions(unpooling="portable"), metadata)  # fmt: skip
             records = convert_graph(Path(onnx_file), files, {k: examples[k] for k in graph.input_names}, expected, label)
         return {p: {"io": {**graph.io_record(), "tensors": r}, "converter": "onnx2tf"} for p, r in records.items()}
 

@@ -35,9 +35,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             hooks.append(m.register_forward_hook(conv_transpose_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))  # a model on "meta" counts shapes only
     try:
         with torch.no_grad():
-            model(torch.zeros(input_shape))
+            model(torch.zeros(input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
