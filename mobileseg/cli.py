@@ -595,7 +595,7 @@ def matrix(
 def bench_suite(
     out_file: Annotated[Path, typer.Option("--out", help="Result JSON (the sweep and VOS results beside it).")] = Path("results/bench.json"),
     artifacts: Annotated[Path, typer.Option(help="Scratch folder for the zoo export.")] = Path("results/bench-artifacts"),
-    only: Annotated[list[str], typer.Option("--only", help="Run only these benchmarks (repeatable): cli, sinet_onnx_vs_torch, peer, export_zoo, harness_overhead, dilation_sweep, vos_tau.")] = None,
+    only: Annotated[list[str], typer.Option("--only", help="Run only these benchmarks (repeatable): cli, sinet_onnx_vs_torch, peer, export_zoo, harness_overhead, dilation_sweep, vos_tau, thesis_semantic, unpooling.")] = None,
 ) -> None:
     """The project's speed targets, measured in one run (`make bench`)."""
     from mobileseg.outputs import check_replaceable_file
