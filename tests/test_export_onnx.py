@@ -18,7 +18,7 @@ from mobileseg.hashing import sha256_file
 from conftest import TEST_SIZES, official_weights
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", zoo.trained_names())
 def test_onnx_parity_with_official_weights(name, tmp_path):
     official_weights(name)
     result = export_model(ExportRequest(name, targets=["onnx"], out=tmp_path / name, input_size=TEST_SIZES[name]))
