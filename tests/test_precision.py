@@ -97,6 +97,27 @@ def test_a_row_under_its_bar_passes_at_the_floor_only_where_the_floor_is_lower()
     assert row(0.945, 0.99, "output has 3 non-finite (NaN/inf) values").status == "fail"
 
 
+def test_an_fp32_row_passes_at_the_rounding_floor_only_within_it():
+    """fp32: every missed metric, max_rel included (the worst seed: the largest), against the float network
+    under σ = 1e-6 input noise."""
+    tolerance = {"max_rel": 1e-4, "min_cosine": 0.99999, "min_argmax_agreement": 0.999}
+    floor = NoiseFloor(1e-6, {"argmax_agreement": [0.995, 0.99], "cosine": [0.9999, 0.9998], "max_rel": [0.05, 0.08]})
+    assert floor.bounds() == {"argmax_agreement": 0.99, "cosine": 0.9998, "max_rel": 0.08}
+
+    def row(max_rel, agreement):
+        metrics = {"max_rel": max_rel, "cosine": 0.99995, "argmax_agreement": agreement}
+        failures = [f"max_rel {max_rel} > 1e-4"] + ([f"argmax_agreement {agreement} < 0.999"] if agreement < 0.999 else [])
+        failures += ["cosine 0.99995 < 0.99999"]
+        case = {"input": "photo:a", "output": "logits", "gated": True, "metrics": metrics, "failures": failures}
+        result = ArtifactResult("tflite", "fp32", "model_fp32.tflite", "litert", "fail", tolerance=tolerance, cases=[case])
+        judge_by_floor(result, {"photo:a": floor}, rule="rounding floor")
+        return result
+
+    passed = row(0.07, 0.995)
+    assert passed.status == "pass" and passed.rule == "rounding floor" and "rounding_floor" in passed.cases[0]
+    assert row(0.09, 0.995).status == "fail" and row(0.07, 0.98).status == "fail"
+
+
 def test_wide_average_pools_are_split_for_int16(tmp_path):
     """TFLite's int16 AVERAGE_POOL_2D sums in 32 bits: a pool over 256×512 pixels is written as two."""
     import onnx
