@@ -3,9 +3,13 @@
 The thesis' parameter counts (seed 004, Table 4.2) match SqueezeNet 1.1 exactly (not the 1.0 of its Table
 2.4): a 3×3 / 2 stem with 64 maps, max-pools after the stem, fire3 and fire5, fire modules 2–9, no BN. As in
 the thesis' TensorFlow, sizes follow "SAME": the stem pads 0 before and 1 after an even side and the
-3×3 / 2 pools round up (``ceil_mode``, which equals "SAME" on even sides), so an H×W input (multiples of
-16) gives H/16×W/16. Output stride 8 removes the last pool's stride (3×3 / 1, padded) and dilates the
-3×3 expand convolutions of fire6–9 by 2.
+3×3 / 2 pools take the last row and column into a window of their own (torchvision's ``ceil_mode``, which
+equals "SAME" on even sides), so an H×W input (multiples of 16) gives H/16×W/16. Output stride 8 removes
+the last pool's stride (3×3 / 1, "SAME") and dilates the 3×3 expand convolutions of fire6–9 by 2.
+
+The pools' padding repeats the edge row or column instead of padding with −∞: the same maximum (a copy
+never exceeds its original), but no −FLT_MAX constant in the graph, which onnx2tf writes as a PADV2 whose
+int8 range then spans 1e36 (every value quantised to one level, and LiteRT's XNNPACK refuses the file).
 """
 
 from __future__ import annotations
@@ -57,12 +61,21 @@ class SqueezeNetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> Features:
         top, bottom = same_padding(int(x.shape[-2]), 3, 2)
         left, right = same_padding(int(x.shape[-1]), 3, 2)
-        x = F.max_pool2d(F.relu(self.stem(F.pad(x, (left, right, top, bottom)))), 3, 2, ceil_mode=True)
+        x = max_pool_same(F.relu(self.stem(F.pad(x, (left, right, top, bottom)))), 2)
         stride8 = x
         for i, fire in enumerate(self.fires):
             x = fire(x)
             if i == POOL_AFTER[0]:
-                x = stride8 = F.max_pool2d(x, 3, 2, ceil_mode=True)
+                x = stride8 = max_pool_same(x, 2)
             elif i == POOL_AFTER[1]:
-                x = F.max_pool2d(x, 3, 2, ceil_mode=True) if self.output_stride == 16 else F.max_pool2d(x, 3, 1, padding=1)
+                x = max_pool_same(x, 2 if self.output_stride == 16 else 1)
         return Features(x, stride8, x)
+
+
+def max_pool_same(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """3×3 max-pooling with TF "SAME" sizes: the padding repeats edge rows and columns (see the module notes)."""
+    top, bottom = same_padding(int(x.shape[-2]), 3, stride)
+    left, right = same_padding(int(x.shape[-1]), 3, stride)
+    x = torch.cat([x[:, :, :1]] * top + [x] + [x[:, :, -1:]] * bottom, dim=2) if top or bottom else x
+    x = torch.cat([x[:, :, :, :1]] * left + [x] + [x[:, :, :, -1:]] * right, dim=3) if left or right else x
+    return F.max_pool2d(x, 3, stride)
