@@ -77,7 +77,11 @@ class MaxUnpool(nn.Module):
         if self.form == "native":
             return F.max_unpool2d(x, pooled.positions, 2, 2, output_size=(height, width))
         channels = x.shape[1]
-        placed = torch.cat([x * (pooled.positions == k).to(x.dtype) for k in range(4)], 1)  # channel k·C + c
+        # position k is 0..3 exactly in float; comparing with k ± 0.5 rather than == k keeps the masks right
+        # where an int8 file holds the positions on its own quantisation grid (±1 level)
+        above = [(pooled.positions > k - 0.5).to(x.dtype) for k in (1, 2, 3)]
+        masks = [1 - above[0], above[0] - above[1], above[1] - above[2], above[2]]
+        placed = torch.cat([x * mask for mask in masks], 1)  # channel k·C + c
         order = torch.arange(4 * channels).view(4, channels).t().reshape(-1)  # → c·4 + k, as pixel_shuffle reads
         out = F.pixel_shuffle(placed.index_select(1, order), 2)
         return out[:, :, :height, :width] if tuple(out.shape[-2:]) != (height, width) else out
