@@ -103,8 +103,10 @@ def test_structure_only_squeezenet_has_unit_variance_activations():
 
 
 def test_mn_fcn8_exports_to_every_target_and_passes(tmp_path):
+    # not 64×128: TensorFlow 2.19 dies of SIGILL here running MN-FCN8's Keras model when the stride-32 map has
+    # two rows (docs/thesis-semantic.md, known problems)
     out = tmp_path / "mn-fcn8"
-    result = runner.invoke(app, ["export", "mn-fcn8", "-t", "all", "--input-size", "64x128", "--out", str(out)])
+    result = runner.invoke(app, ["export", "mn-fcn8", "-t", "all", "--input-size", "96x128", "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["structure_only"] and manifest["model"]["params"] == 858_169
