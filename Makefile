@@ -8,7 +8,7 @@ WEIGHTS_DIR ?= $(abspath ../shared/weights)
 export MOBILESEG_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
 export MOBILESEG_PEERS_DIR ?= $(abspath ../shared/peers)
 
-.PHONY: setup demo test bench parity mil-conformance clean
+.PHONY: setup demo test bench parity parity-structure mil-conformance clean
 
 setup: $(VENV)/.installed
 
@@ -35,9 +35,17 @@ test: setup
 	$(BIN)/pytest -q
 
 # The zoo's parity matrix (model × target × precision × runtime), int8 included: results/parity.{json,md};
-# three models at a time on this 2-core machine (one export keeps only about one core busy).
+# the five trained models three at a time on this 2-core machine (one export keeps only about one core busy).
+TRAINED := -m sinet -m extremec3net -m sinet-cityscapes -m c3net -m c3netv2
 parity: setup
-	$(BIN)/mobileseg matrix --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
+	$(BIN)/mobileseg matrix $(TRAINED) --precision int8 --jobs 3 --out results/parity.json --markdown results/parity.md
+
+# The structure-only networks (SegNet, the thesis' eight) at their default sizes, one at a time: an export at
+# 2048×1024 peaks at ~12 GB; about 10–25 min each here (docs/segnet.md, docs/thesis-semantic.md).
+parity-structure: setup
+	$(BIN)/mobileseg matrix -m segnet -m segnet-basic -m segnet-sunrgbd -m sqznet-base -m sqznet-fcn8 -m sqznet-stride8 \
+	  -m mn-base -m mn-fcn16 -m mn-fcn8 -m mn-stride16 -m mn-stride8 --precision int8 \
+	  --out results/parity-structure.json --markdown results/parity-structure.md
 
 # coremltools' own MIL op tests through the MIL reference executor, every module it is meant for (~40 min):
 # results/mil_conformance.json; `make test` runs an 80-second selection (docs/mil-reference.md).
