@@ -9,7 +9,7 @@ the last pool's stride (3×3 / 1, "SAME") and dilates the 3×3 expand convolutio
 
 The pools' padding repeats the edge row or column instead of padding with −∞: the same maximum (a copy
 never exceeds its original), but no −FLT_MAX constant in the graph, which onnx2tf writes as a PADV2 whose
-int8 range then spans 1e36 (every value quantised to one level, and LiteRT's XNNPACK refuses the file).
+8-bit integer range then spans 1e36 (every value quantised to one level, and LiteRT's XNNPACK refuses the file).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class MaxUnpool(nn.Module):
             return F.max_unpool2d(x, pooled.positions, 2, 2, output_size=(height, width))
         channels = x.shape[1]
         # position k is 0..3 exactly in float; comparing with k ± 0.5 rather than == k keeps the masks right
-        # where an int8 file holds the positions on its own quantisation grid (±1 level)
+        # where an 8-bit integer file holds the positions on its own quantisation grid (±1 level)
         above = [(pooled.positions > k - 0.5).to(x.dtype) for k in (1, 2, 3)]
         masks = [1 - above[0], above[0] - above[1], above[1] - above[2], above[2]]
         placed = torch.cat([x * mask for mask in masks], 1)  # channel k·C + c
