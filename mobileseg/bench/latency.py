@@ -63,6 +63,20 @@ def time_ms(run: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int, per_round: int, warmup: int) -> dict[str, LatencyStats]:
+    """Measure several callables in alternating rounds so that machine noise affects them alike."""
+    first = {}
+    for name, run in runs.items():
+        first[name] = time_ms(run)
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            samples[name].extend(time_ms(run) for _ in range(per_round))
+    return {name: summarize(samples[name], first[name]) for name in runs}
+
+
 def measure(
     run: Callable[[], object],
     iterations: int,

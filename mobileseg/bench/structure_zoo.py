@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobileseg.bench.latency import summarize, time_ms
+from mobileseg.bench.latency import interleaved
 
 # Thesis Table 4.2 (L1476-1486): TensorFlow, RTX 2080 Ti / i9-9900K, 2048×1024 input
 THESIS_TABLE_4_2 = {
@@ -75,17 +75,10 @@ def output_bytes(onnx_path: Path) -> int:
     return sum(sizes.get(out, 0) for node in model.graph.node for out in node.output)
 
 
-def interleaved_latency(sessions: dict[str, object], feeds: dict[str, dict], runs: int, warmup: int) -> dict:
-    """Median (and the other statistics) of each session's ``run``, the sessions measured in alternation."""
-    first = {name: time_ms(lambda s=s, f=feeds[name]: s.run(f)) for name, s in sessions.items()}
-    for name, session in sessions.items():
-        for _ in range(warmup):
-            session.run(feeds[name])
-    samples = {name: [] for name in sessions}
-    for _ in range(runs):
-        for name, session in sessions.items():
-            samples[name].append(time_ms(lambda s=session, f=feeds[name]: s.run(f)))
-    return {name: summarize(samples[name], first[name]).to_dict() for name in sessions}
+def session_latency(sessions: dict[str, object], feeds: dict[str, dict], runs: int, warmup: int) -> dict:
+    """Each session's ``run`` on its feeds, the sessions measured in alternation (`latency.interleaved`)."""
+    calls = {name: (lambda s=session, f=feeds[name]: s.run(f)) for name, session in sessions.items()}
+    return {name: stats.to_dict() for name, stats in interleaved(calls, runs, 1, warmup).items()}
 
 
 def _picture(shape) -> np.ndarray:
@@ -104,11 +97,12 @@ def _file_sessions(folder: Path) -> tuple[dict, dict, dict]:
     entries = {(a["target"], a["precision"]): a for a in manifest["artifacts"]}
     shape = manifest["inputs"][0]["shape"]
     sessions, feeds, files = {}, {}, {}
+    picture = _picture(shape)
     for key, runtime in ((("onnx", "fp32"), "onnxruntime"), (("tflite", "fp32"), "litert")):
         if key in entries:
             entry = entries[key]
             sessions[runtime] = get_runtime(runtime).load(folder / entry["file"], threads=1, io=entry.get("io"))
-            feeds[runtime] = {"image": _picture(shape)}
+            feeds[runtime] = {"image": picture}
             files[runtime] = (folder / entry["file"], entry.get("io"), shape)
     return sessions, feeds, files
 
@@ -127,7 +121,7 @@ def bench_thesis_semantic(artifacts: Path, runs: int = 10, warmup: int = 2, name
         if not (folder / "manifest.json").is_file():
             export_model(ExportRequest(name, targets=["onnx", "tflite"], precisions=["fp32"], out=folder, force=True))
         sessions, feeds, files = _file_sessions(folder)
-        latency = interleaved_latency(sessions, feeds, runs, warmup)
+        latency = session_latency(sessions, feeds, runs, warmup)
         del sessions
         spec = zoo.spec(name)
         import torch
@@ -172,12 +166,7 @@ def bench_unpooling(size: tuple[int, int] = (360, 480), runs: int = 10, warmup: 
     encoder and decoder in each representation, and the peak memory of a run."""
     import torch
 
-    from mobileseg import targets
-    from mobileseg.core import Graph, TensorSpec
-    from mobileseg.export.onnx import export_onnx_graph
-    from mobileseg.export.options import OnnxOptions
     from mobileseg.outputs import scratch
-    from mobileseg.runtimes import get_runtime
     from mobileseg.zoo.segnet import SegNet
     from mobileseg.zoo.unpooling import MaxPoolWithPositions, MaxUnpool
 
@@ -209,44 +198,46 @@ def bench_unpooling(size: tuple[int, int] = (360, 480), runs: int = 10, warmup: 
         for shape in shapes:
             x = np.random.default_rng(0).random(shape, dtype=np.float32)
             label = "x".join(map(str, shape[1:]))
-            files = {}
-            for form in ("native", "portable"):
-                files[form] = tmp / f"stage_{label}_{form}.onnx"
-                export_onnx_graph(Stage().eval(), (torch.from_numpy(x),), files[form], ["x"], ["y"], OnnxOptions(unpooling=form))
-            graph = Graph("stage", Stage().eval(), (TensorSpec("x", shape, layout="NCHW"),), (TensorSpec("y", shape, layout="NCHW"),))
-            expected = {"y": graph.module(torch.from_numpy(x)).detach().numpy()}
-            tfl = tmp / f"stage_{label}.tflite"
-            details = targets.get("tflite").export_graph(graph, {"x": x}, expected, {"fp32": tfl}, targets.get("tflite").options({"precisions": ["fp32"]}), "stage")
-            sessions = {"onnxruntime native": get_runtime("onnxruntime").load(files["native"], threads=1),
-                        "onnxruntime lowered": get_runtime("onnxruntime").load(files["portable"], threads=1),
-                        "litert lowered": get_runtime("litert").load(tfl, threads=1, io=details["fp32"]["io"])}  # fmt: skip
-            stats = interleaved_latency(sessions, {k: {"x": x} for k in sessions}, runs * 3, warmup)
+            sessions, _ = _three_forms(Stage().eval(), x, "x", "y", shape, tmp / f"stage_{label}")
+            stats = session_latency(sessions, {k: {"x": x} for k in sessions}, runs * 3, warmup)
             stages[label] = {k: round(v["median"], 3) for k, v in stats.items()}
         result["stages_ms"] = stages
-        model = SegNet(11).eval()
         picture = _picture((1, 3, height, width))
-        files = {}
-        for form in ("native", "portable"):
-            files[form] = tmp / f"segnet_{form}.onnx"
-            export_onnx_graph(model, (torch.from_numpy(picture),), files[form], ["image"], ["logits"], OnnxOptions(unpooling=form))
-        graph = Graph("segnet", model, (TensorSpec("image", picture.shape, layout="NCHW"),), (TensorSpec("logits", (1, 11, height, width), layout="NCHW"),))
-        with torch.no_grad():
-            expected = {"logits": model(torch.from_numpy(picture)).numpy()}
-        tfl = tmp / "segnet.tflite"
-        details = targets.get("tflite").export_graph(graph, {"image": picture}, expected, {"fp32": tfl},
-                                                     targets.get("tflite").options({"precisions": ["fp32"]}), "segnet")  # fmt: skip
-        sessions = {"onnxruntime native": get_runtime("onnxruntime").load(files["native"], threads=1),
-                    "onnxruntime lowered": get_runtime("onnxruntime").load(files["portable"], threads=1),
-                    "litert lowered": get_runtime("litert").load(tfl, threads=1, io=details["fp32"]["io"])}  # fmt: skip
-        stats = interleaved_latency(sessions, {k: {"image": picture} for k in sessions}, runs, warmup)
+        sessions, files = _three_forms(SegNet(11).eval(), picture, "image", "logits", (1, 11, height, width), tmp / "segnet")
+        stats = session_latency(sessions, {k: {"image": picture} for k in sessions}, runs, warmup)
         del sessions
         result["segnet_ms"] = {k: round(v["median"], 1) for k, v in stats.items()}
         inputs = {"image": list(picture.shape)}
-        result["segnet_peak_run_mb"] = {
-            "onnxruntime native": round(peak_memory("onnxruntime", files["native"], inputs)["run_mb"], 1),
-            "onnxruntime lowered": round(peak_memory("onnxruntime", files["portable"], inputs)["run_mb"], 1),
-            "litert lowered": round(peak_memory("litert", tfl, inputs, details["fp32"]["io"])["run_mb"], 1),
-        }
+        result["segnet_peak_run_mb"] = {name: round(peak_memory(runtime, path, inputs, io)["run_mb"], 1)
+                                        for name, (runtime, path, io) in files.items()}  # fmt: skip
         result["notes_table_6"] = {"segnet_gpu_inference_mb": 1052, "segnet_forward_ms": 422.50, "input": [360, 480],
                                    "setting": "Caffe, batch 1, GPU memory from nvidia-smi (GPU not named)"}  # fmt: skip
     return result
+
+
+def _three_forms(module, x: np.ndarray, input_name: str, output_name: str, output_shape, stem: Path) -> tuple[dict, dict]:
+    """``module`` (with unpooling) as ONNX native and portable and as TFLite (portable), loaded at one thread:
+    (sessions, name → (runtime, file, io)) for "onnxruntime native", "onnxruntime lowered", "litert lowered"."""
+    import torch
+
+    from mobileseg import targets
+    from mobileseg.core import Graph, TensorSpec
+    from mobileseg.export.onnx import export_onnx_graph
+    from mobileseg.export.options import OnnxOptions
+    from mobileseg.runtimes import get_runtime
+
+    files = {}
+    for name, form in (("onnxruntime native", "native"), ("onnxruntime lowered", "portable")):
+        path = stem.with_name(f"{stem.name}_{form}.onnx")
+        export_onnx_graph(module, (torch.from_numpy(x),), path, [input_name], [output_name], OnnxOptions(unpooling=form))
+        files[name] = ("onnxruntime", path, None)
+    graph = Graph(stem.name, module, (TensorSpec(input_name, x.shape, layout="NCHW"),),
+                  (TensorSpec(output_name, tuple(output_shape), layout="NCHW"),))  # fmt: skip
+    with torch.no_grad():
+        expected = {output_name: module(torch.from_numpy(x)).numpy()}
+    tflite = targets.get("tflite")
+    path = stem.with_suffix(".tflite")
+    details = tflite.export_graph(graph, {input_name: x}, expected, {"fp32": path}, tflite.options({"precisions": ["fp32"]}), stem.name)
+    files["litert lowered"] = ("litert", path, details["fp32"]["io"])
+    sessions = {name: get_runtime(runtime).load(file, threads=1, io=io) for name, (runtime, file, io) in files.items()}
+    return sessions, files

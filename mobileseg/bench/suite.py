@@ -23,23 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mobileseg.bench.latency import summarize, time_ms
+from mobileseg.bench.latency import interleaved
 from mobileseg.bench.structure_zoo import bench_thesis_semantic, bench_unpooling
 from mobileseg.outputs import check_replaceable_file, scratch, write_json_file
-
-
-def _interleaved(runs: dict[str, Callable[[], object]], rounds: int, per_round: int, warmup: int) -> dict:
-    """Measure several callables in alternating rounds so that machine noise affects them alike."""
-    first = {}
-    for name, run in runs.items():
-        first[name] = time_ms(run)
-        for _ in range(warmup):
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            samples[name].extend(time_ms(run) for _ in range(per_round))
-    return {name: summarize(samples[name], first[name]) for name in runs}
 
 
 def bench_cli(weights_dir: str | None, rounds: int = 5) -> dict:
@@ -94,7 +80,7 @@ def bench_sinet_onnx_vs_torch(weights_dir: str | None, rounds: int = 10, per_rou
         image = parity_inputs(result.recipe)[0].as_format(result.recipe.input_format, result.recipe)
         torch_session = TorchRuntime().from_module(result.reference, ["image"], ["logits"], threads=1)
         ort_session = get_runtime("onnxruntime").load(result.folder / "model.onnx", threads=1)
-        stats = _interleaved(
+        stats = interleaved(
             {"torch_eager": lambda: torch_session.run({"image": image}), "onnxruntime": lambda: ort_session.run({"image": image})},
             rounds, per_round, warmup=10,
         )  # fmt: skip
@@ -157,7 +143,7 @@ def bench_peer(weights_dir: str | None, peers_dir: str | None, repeats: int = 3,
                 invokes[name] = _invoke(litert, out / "model_fp32.tflite", picture)
                 macs[name] = sinet_macs
                 files[name] = f"mobileseg export sinet -t tflite -p fp32 --input-size {height}x{width}{'' if lean else ' --plain'}"
-        runs = [_interleaved(invokes, rounds, per_round, warmup=20) for _ in range(repeats)]
+        runs = [interleaved(invokes, rounds, per_round, warmup=20) for _ in range(repeats)]
     medians = {name: [run[name].median for run in runs] for name in invokes}
     figures = {name: {"median_ms": float(np.median(v)), "range_ms": [min(v), max(v)], "macs": macs[name], "source": files[name]}
                for name, v in medians.items()}  # fmt: skip
