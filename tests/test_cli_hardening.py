@@ -164,10 +164,16 @@ def _wait_for(predicate, seconds=120.0):
         time.sleep(0.05)
 
 
+def _as_in_a_terminal() -> None:
+    # A suite started in the background (`pytest &`, nohup) hands its children SIGINT ignored, and a Python
+    # started that way never raises KeyboardInterrupt: the export would run to its end and exit 0.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args, tmpdir):
     code = "from mobileseg.cli import main\nmain()"
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TMPDIR": str(tmpdir)})  # fmt: skip
+                            text=True, env={**os.environ, "TMPDIR": str(tmpdir)}, preexec_fn=_as_in_a_terminal)  # fmt: skip
 
 
 def test_two_writers_of_one_folder_and_a_reader_during_a_replacement(tmp_path):

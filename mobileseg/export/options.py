@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from mobileseg.errors import ExportError
+from mobileseg.zoo import UNPOOLING_FORMS  # imports no PyTorch
 
 # ---- ONNX (export/onnx.py) --------------------------------------------------------------------------------
 
 DEFAULT_OPSET = 17
 OPSET_RANGE = (11, 21)
 ONNX_EXPORTERS = ("torchscript", "dynamo")
-UNPOOLING_FORMS = ("native", "portable")  # zoo/unpooling.py
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mobileseg.zoo import specs  # noqa: F401  (registration; imports no PyTorch)
-from mobileseg.zoo._registry import Checkpoint, ModelSpec, Normalization, get_spec, names, trained_names
+from mobileseg.zoo._registry import UNPOOLING_FORMS, Checkpoint, ModelSpec, Normalization, get_spec, names, trained_names
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["build", "names", "trained_names", "spec", "ModelSpec", "Normalization", "Checkpoint", "official_checkpoints"]
+__all__ = ["build", "names", "trained_names", "spec", "ModelSpec", "Normalization", "Checkpoint", "official_checkpoints", "UNPOOLING_FORMS"]
 
 
 def spec(name: str) -> ModelSpec:

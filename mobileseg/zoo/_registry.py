@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # activations alone take tens of GB; a typo such as 100000x100000 is refused at once instead.
 MAX_INPUT_PIXELS = 8192 * 8192
 MAX_INPUT_SIDE = 16384
+# SegNet's max-unpooling: PyTorch's pair (ONNX MaxUnpool) or the builtin-only lowering (zoo/unpooling.py)
+UNPOOLING_FORMS = ("native", "portable")
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobileseg.zoo._registry import UNPOOLING_FORMS
+
 __all__ = ["FORMS", "Pooled", "MaxPoolWithPositions", "MaxUnpool", "unpooling_form", "has_unpooling"]
 
-FORMS = ("native", "portable")
+FORMS = UNPOOLING_FORMS
 
 
 class Pooled(NamedTuple):
