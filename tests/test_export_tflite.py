@@ -91,6 +91,49 @@ def test_bias_correction_raises_int8_agreement(sinet_tflite, tmp_path):
     assert np.mean(list(corrected.values())) > np.mean(list(uncorrected.values()))
 
 
+def test_bias_correction_regions_give_what_the_whole_file_gives(sinet_tflite):
+    """The correction runs the int8 file a region of ops at a time, feeding kept tensors to later regions:
+    the channel means must be those of one run of the whole file, before and after a bias changes."""
+    from mobileseg.quantize.bias import CORRECTED_OPS, _Regions
+
+    data = (sinet_tflite.folder / "model_int8.tflite").read_bytes()
+    model = tflite_fallback.read_model(data)
+    graph = model.subgraphs[0]
+    convolutions = [i for i, op in enumerate(graph.operators) if tflite_fallback.op_name_of(model, op) in CORRECTED_OPS]
+    samples = np.random.default_rng(0).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
+
+    def whole_file_means(data: bytes) -> list[np.ndarray]:
+        interpreter = tflite_fallback.tflite_interpreter(data, keep_all=True)
+        (model_input,) = interpreter.get_input_details()
+        sums = {}
+        for sample in samples:
+            interpreter.set_tensor(model_input["index"], sample[None])
+            interpreter.invoke()
+            for i in convolutions:
+                tensor = graph.operators[i].outputs[0]
+                sums[i] = sums.get(i, 0.0) + interpreter.get_tensor(tensor).reshape(-1, interpreter.get_tensor(tensor).shape[-1]).sum(0, dtype=np.float64)
+        means = []
+        for i in convolutions:
+            q = graph.tensors[graph.operators[i].outputs[0]].quantization
+            rows = len(samples) * np.prod(interpreter.get_tensor(graph.operators[i].outputs[0]).shape[:-1])
+            means.append((sums[i] / rows - int(q.zeroPoint[0])) * float(q.scale[0]))
+        return means
+
+    regions = _Regions(model, samples, convolutions)
+    halfway = convolutions[len(convolutions) // 2]
+    for got, expected in zip(regions.channel_means(convolutions[: len(convolutions) // 2 + 1]), whole_file_means(data)):
+        np.testing.assert_array_equal(got, expected)
+    bias = model.buffers[graph.tensors[graph.operators[halfway].inputs[2]].buffer]
+    bias.data = (np.frombuffer(bytes(bytearray(bias.data)), np.int32) + 50).view(np.uint8).copy()  # moves this conv and all after it
+    regions.forget([halfway])
+    changed = tflite_fallback.write_model(model)
+    expected = whole_file_means(changed)
+    got = regions.channel_means(convolutions)
+    assert not np.array_equal(got[-1], whole_file_means(data)[-1])
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
 def test_least_error_range_clips_rare_extremes_and_keeps_a_dense_range():
     rng = np.random.default_rng(0)
     dense = rng.uniform(-1.0, 3.0, 50_000).astype(np.float32)
