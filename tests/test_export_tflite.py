@@ -105,18 +105,19 @@ def test_bias_correction_regions_give_what_the_whole_file_gives(sinet_tflite):
     def whole_file_means(data: bytes) -> list[np.ndarray]:
         interpreter = tflite_fallback.tflite_interpreter(data, keep_all=True)
         (model_input,) = interpreter.get_input_details()
-        sums = {}
+        sums, rows = {}, {}
         for sample in samples:
             interpreter.set_tensor(model_input["index"], sample[None])
             interpreter.invoke()
             for i in convolutions:
-                tensor = graph.operators[i].outputs[0]
-                sums[i] = sums.get(i, 0.0) + interpreter.get_tensor(tensor).reshape(-1, interpreter.get_tensor(tensor).shape[-1]).sum(0, dtype=np.float64)
+                values = interpreter.get_tensor(graph.operators[i].outputs[0])
+                values = values.reshape(-1, values.shape[-1])
+                sums[i] = sums.get(i, 0.0) + values.sum(0, dtype=np.float64)
+                rows[i] = rows.get(i, 0) + len(values)
         means = []
         for i in convolutions:
             q = graph.tensors[graph.operators[i].outputs[0]].quantization
-            rows = len(samples) * np.prod(interpreter.get_tensor(graph.operators[i].outputs[0]).shape[:-1])
-            means.append((sums[i] / rows - int(q.zeroPoint[0])) * float(q.scale[0]))
+            means.append((sums[i] / rows[i] - int(q.zeroPoint[0])) * float(q.scale[0]))
         return means
 
     regions = _Regions(model, samples, convolutions)

@@ -56,7 +56,7 @@ def correct_biases(quantized: bytes, calibrated: bytes, samples: np.ndarray) -> 
         convolutions.append(index)
     _own_bias_buffers(model, convolutions)
 
-    float_means = _channel_means(reference, samples, [float_index[graph.tensors[graph.operators[i].outputs[0]].name] for i in convolutions])
+    float_means = _float_channel_means(reference, samples, [float_index[graph.tensors[graph.operators[i].outputs[0]].name] for i in convolutions])
     del reference
     float_mean = dict(zip(convolutions, float_means))
     waves = _waves(graph, convolutions)
@@ -98,14 +98,8 @@ class _Regions:
                 if tensor >= 0:
                     self.consumers.setdefault(tensor, []).append(index)
         (model_input,) = tflite_interpreter(write_model(model)).get_input_details()
-        prepared = []
-        for sample in samples:
-            value = sample[None].astype(np.float32)
-            if model_input["dtype"] != np.float32:
-                value = quantize(value, model_input)
-            prepared.append(np.ascontiguousarray(value, dtype=model_input["dtype"]))
-        self.values: dict[int, list[np.ndarray]] = {model_input["index"]: prepared}
-        self.samples = len(prepared)
+        self.values: dict[int, list[np.ndarray]] = {model_input["index"]: _as_input(samples, model_input)}
+        self.samples = len(samples)
         self.ran: set[int] = set()  # ops whose outputs are current (in ``values`` while a reader has not run)
 
     def channel_means(self, convolutions: list[int]) -> list[np.ndarray]:
@@ -218,23 +212,27 @@ def _waves(graph, convolutions: list[int]) -> list[list[int]]:
     return [waves[level] for level in sorted(waves)]
 
 
-def _channel_means(interpreter, samples: np.ndarray, tensors: list[int], dequantize: bool = False) -> list[np.ndarray]:
-    """Per tensor (NHWC), the mean of each channel over ``samples``, dequantised if asked."""
+def _float_channel_means(interpreter, samples: np.ndarray, tensors: list[int]) -> list[np.ndarray]:
+    """Per tensor (NHWC) of the float file ``interpreter`` runs, the mean of each channel over ``samples``."""
     (model_input,) = interpreter.get_input_details()
     sums, rows = [0.0] * len(tensors), [0] * len(tensors)
-    for sample in samples:
-        value = sample[None].astype(np.float32)
-        if model_input["dtype"] != np.float32:
-            value = quantize(value, model_input)
-        interpreter.set_tensor(model_input["index"], np.ascontiguousarray(value, dtype=model_input["dtype"]))
+    for value in _as_input(samples, model_input):
+        interpreter.set_tensor(model_input["index"], value)
         interpreter.invoke()
         for position, tensor in enumerate(tensors):
             values = interpreter.get_tensor(tensor)
             values = values.reshape(-1, values.shape[-1])
             sums[position] = sums[position] + values.sum(0, dtype=np.float64)
             rows[position] += len(values)
-    means = [total / count for total, count in zip(sums, rows)]
-    if dequantize:
-        details = {d["index"]: d for d in interpreter.get_tensor_details()}
-        means = [(mean - details[t]["quantization"][1]) * details[t]["quantization"][0] for mean, t in zip(means, tensors)]
-    return means
+    return [total / count for total, count in zip(sums, rows)]
+
+
+def _as_input(samples: np.ndarray, model_input: dict) -> list[np.ndarray]:
+    """Each sample as the model's input tensor takes it (batch of one; quantised where the input is integer)."""
+    prepared = []
+    for sample in samples:
+        value = sample[None].astype(np.float32)
+        if model_input["dtype"] != np.float32:
+            value = quantize(value, model_input)
+        prepared.append(np.ascontiguousarray(value, dtype=model_input["dtype"]))
+    return prepared

@@ -31,9 +31,7 @@ from torch import nn
 
 from mobileseg.zoo._registry import UNPOOLING_FORMS
 
-__all__ = ["FORMS", "Pooled", "MaxPoolWithPositions", "MaxUnpool", "unpooling_form", "has_unpooling"]
-
-FORMS = UNPOOLING_FORMS
+__all__ = ["Pooled", "MaxPoolWithPositions", "MaxUnpool", "unpooling_form", "has_unpooling"]
 
 
 class Pooled(NamedTuple):
@@ -96,8 +94,8 @@ def has_unpooling(module: nn.Module) -> bool:
 @contextmanager
 def unpooling_form(module: nn.Module, form: str) -> Iterator[nn.Module]:
     """Run ``module``'s pooling/unpooling pairs in ``form`` inside the block; their forms are restored after."""
-    if form not in FORMS:
-        raise ValueError(f"unknown unpooling form {form!r}; choose from {', '.join(FORMS)}")
+    if form not in UNPOOLING_FORMS:
+        raise ValueError(f"unknown unpooling form {form!r}; choose from {', '.join(UNPOOLING_FORMS)}")
     layers = [m for m in module.modules() if isinstance(m, (MaxPoolWithPositions, MaxUnpool))]
     before = [m.form for m in layers]
     for layer in layers:
